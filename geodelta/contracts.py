@@ -1,0 +1,181 @@
+"""The language every part speaks: pydantic v2 models at the boundaries.
+
+Inside perception we use plain numpy; these types cross module, tool, memory and API boundaries
+and are what `summary.json` and `ask --json` serialise.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# The fixed land-cover vocabulary (ARCHITECTURE section 3). "unknown" is not a class: it marks
+# a region whose classes were not (or could not be) determined, and the answer must say so.
+LandCover = Literal["water", "tree", "low_vegetation", "cropland", "bare_ground", "built_up", "other"]
+VOCABULARY: tuple[str, ...] = ("water", "tree", "low_vegetation", "cropland", "bare_ground", "built_up", "other")
+ClassOrUnknown = Literal["water", "tree", "low_vegetation", "cropland", "bare_ground", "built_up", "other", "unknown"]
+
+# Nine cells of the scene frame, north up, row-major from the top-left.
+Sector = Literal["north-west", "north", "north-east", "west", "centre", "east", "south-west", "south", "south-east"]
+SECTORS: tuple[str, ...] = ("north-west", "north", "north-east", "west", "centre", "east", "south-west", "south", "south-east")
+
+Direction = Literal["appear", "disappear", "convert", "any"]
+How = Literal["appeared", "disappeared", "converted", "expanded", "shrank", "changed"]
+ReportItem = Literal["where", "how_much", "count", "what", "when", "map"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SceneArea(_Model):
+    """Whole scene."""
+
+    kind: Literal["scene"] = "scene"
+
+
+class SectorArea(_Model):
+    """One of the nine sectors of the scene frame."""
+
+    kind: Literal["sector"] = "sector"
+    sector: Sector
+
+
+class BBoxArea(_Model):
+    """A lon/lat box (west, south, east, north) in EPSG:4326."""
+
+    kind: Literal["bbox"] = "bbox"
+    bbox: tuple[float, float, float, float]
+
+    @field_validator("bbox")
+    @classmethod
+    def _ordered(cls, v: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+        w, s, e, n = v
+        if not (w < e and s < n):
+            raise ValueError("bbox must be (west, south, east, north) with west < east and south < north")
+        return v
+
+
+Area = SceneArea | SectorArea | BBoxArea
+
+
+class ChangeQuery(_Model):
+    """The explicit change-of-interest a vague question is turned into (ReasonCD).
+
+    An empty class list means "any class".
+    """
+
+    from_classes: list[LandCover] = Field(default_factory=list)
+    to_classes: list[LandCover] = Field(default_factory=list)
+    direction: Direction = "any"
+    area: Area = Field(default_factory=SceneArea, discriminator="kind")
+    min_area_m2: float = Field(default=0.0, ge=0)
+    report: list[ReportItem] = Field(default_factory=lambda: ["where", "how_much", "count"])
+    time_window: tuple[date, date] | None = None
+    rationale: str = Field(default="", description="Why the question was read this way (shown to the user).")
+
+    def wants(self, from_class: str, to_class: str) -> bool:
+        """True when a region with this from -> to transition matches the query's classes."""
+        ok_from = not self.from_classes or from_class in self.from_classes or from_class == "unknown"
+        ok_to = not self.to_classes or to_class in self.to_classes or to_class == "unknown"
+        return ok_from and ok_to
+
+
+class SceneRef(_Model):
+    """What was read from disk for one date, and the grid the pair was aligned to."""
+
+    paths: list[str]
+    sha256: list[str]
+    crs: str | None = None
+    bounds: tuple[float, float, float, float] | None = None
+    resolution: tuple[float, float] | None = None
+    width: int
+    height: int
+    dates: list[str | None] = Field(default_factory=list)
+    bands: list[str] = Field(default_factory=list)
+
+
+class Region(_Model):
+    """One connected change region (S2M's mask component)."""
+
+    id: int
+    polygon: dict[str, Any] = Field(description="GeoJSON geometry, EPSG:4326 when georeferenced, pixels otherwise.")
+    bbox_px: tuple[int, int, int, int] = Field(description="col_min, row_min, col_max, row_max (inclusive-exclusive).")
+    centroid_px: tuple[float, float] = Field(description="col, row")
+    centroid_lonlat: tuple[float, float] | None = None
+    sector: Sector
+    area_m2: float | None = None
+    area_px: int
+    from_class: ClassOrUnknown = "unknown"
+    to_class: ClassOrUnknown = "unknown"
+    how: How = "changed"
+    confidence: float = Field(ge=0, le=1)
+    class_confidence: float | None = Field(default=None, ge=0, le=1)
+    refined_by: str | None = None
+    first_interval: int | None = None
+
+
+class Where(_Model):
+    sector: Sector
+    bbox: tuple[float, float, float, float] = Field(description="lon/lat (W,S,E,N) or pixel (c0,r0,c1,r1) bbox of the group")
+    lonlat: tuple[float, float] | None = None
+
+
+class What(_Model):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    from_: ClassOrUnknown = Field(default="unknown", alias="from")
+    to: ClassOrUnknown = "unknown"
+
+
+class Quadruple(_Model):
+    """S2M (where, what, how, how many): one group of regions per sector, class pair and how."""
+
+    where: Where
+    what: What
+    how: How
+    how_many: int = Field(ge=0)
+    total_area_m2: float | None = None
+    total_area_px: int | None = None
+    region_ids: list[int] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_area(self) -> "Quadruple":
+        if self.total_area_m2 is None and self.total_area_px is None:
+            raise ValueError("a quadruple needs total_area_m2 or total_area_px")
+        return self
+
+    def to_json(self) -> dict[str, Any]:
+        """The S2M JSON shape of summary.json (`what.from`, not `from_`; no null area field)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class Evidence(_Model):
+    """One number in an answer and the tool call that produced it."""
+
+    tool_call_id: str
+    tool: str
+    claim: str
+    value: float | int | str | None = None
+
+
+class Answer(_Model):
+    """What `ask` returns; numbers come from tools, never from a model."""
+
+    text: str
+    query: ChangeQuery
+    regions: list[Region] = Field(default_factory=list)
+    quadruples: list[dict[str, Any]] = Field(default_factory=list)
+    maps: dict[str, str] = Field(default_factory=dict)
+    justification: list[Evidence] = Field(default_factory=list)
+    confidence: float = Field(default=0.0, ge=0, le=1)
+    caveats: list[str] = Field(default_factory=list)
+    audit_id: str | None = None
+    thread_id: str | None = None
+    clarification: str | None = None
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)

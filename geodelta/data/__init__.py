@@ -1,0 +1,1 @@
+"""Package data: the bundled demo scene and shipped weights."""

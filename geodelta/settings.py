@@ -1,0 +1,63 @@
+"""Run-time settings: env prefix GEODELTA_, optional TOML file; every default works offline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+_CHECKOUT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+
+
+def _default_data_dir() -> Path:
+    """`../shared/data` next to the checkout (the workplace layout)."""
+    return _CHECKOUT_DATA
+
+
+class Settings(BaseSettings):
+    """All knobs in one typed object, passed explicitly into the graph and the tools."""
+
+    model_config = SettingsConfigDict(env_prefix="GEODELTA_", toml_file=None, extra="ignore")
+
+    data: Path = Field(default_factory=_default_data_dir, description="Folder of labelled real data (../shared/data).")
+    db: Path = Field(default=Path("~/.geodelta/geodelta.db"), description="SQLite file for memory, audit and threads.")
+    out: Path = Field(default=Path("geodelta-out"), description="Default output folder for maps and summaries.")
+
+    # perception
+    method: Literal["irmad", "cva", "learned"] = "irmad"
+    tile_size: int = Field(default=1024, ge=64, description="Window edge in pixels; peak memory follows it.")
+    min_area_m2: float = Field(default=0.0, ge=0)
+    min_area_px: int = Field(default=16, ge=0, description="Minimum region size when the pair has no georeference.")
+    workers: int = Field(default=1, ge=1)
+
+    # models
+    backend: Literal["embedded", "openai", "local"] = "embedded"
+    openai_base_url: str = "http://localhost:11434/v1"
+    openai_model: str = "qwen2.5vl"
+    openai_api_key: str = "not-needed"
+    openai_timeout_s: float = Field(default=60.0, gt=0)
+    openai_max_retries: int = Field(default=1, ge=0)
+    vision: bool = False
+    fallback_to_embedded: bool = False
+    max_corrections: int = Field(default=2, ge=0, description="Corrective retries for malformed tool calls.")
+    vlm_path: Path | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    sam_checkpoint: Path | None = None
+    sam_model_type: Literal["vit_b", "vit_l", "vit_h"] = "vit_b"
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
+        # An optional ~/.geodelta/config.toml (or GEODELTA_CONFIG) sits below env vars and init args.
+        import os
+
+        toml_path = Path(os.environ.get("GEODELTA_CONFIG", "~/.geodelta/config.toml")).expanduser()
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_path.is_file():
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        return tuple(sources)
+
+    @property
+    def db_path(self) -> Path:
+        return self.db.expanduser()
