@@ -1,0 +1,158 @@
+"""Compose the `Answer` deterministically from tool results: every number comes from a tool call.
+
+A model may reword the text later (`check_rewording`), but only if its wording keeps the same numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from langchain_core.messages import AIMessage, AnyMessage, ToolMessage
+
+from geodelta.contracts import Answer, ChangeQuery, Evidence, Region
+from geodelta.tools.workspace import Workspace
+
+_PHRASE = {
+    "water": "water",
+    "tree": "woodland",
+    "low_vegetation": "grass and low vegetation",
+    "cropland": "farmland",
+    "bare_ground": "bare ground",
+    "built_up": "built-up land",
+    "other": "other land",
+}
+
+
+def tool_results(messages: list[AnyMessage]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Latest successful result per tool name: name -> (tool_call_id, parsed JSON)."""
+    out: dict[str, tuple[str, dict[str, Any]]] = {}
+    for m in messages:
+        if isinstance(m, ToolMessage) and m.status != "error":
+            try:
+                out[m.name] = (m.tool_call_id, json.loads(m.content))
+            except (TypeError, json.JSONDecodeError):
+                continue
+    return out
+
+
+def tool_errors(messages: list[AnyMessage]) -> list[str]:
+    return [f"{m.name}: {m.content}" for m in messages if isinstance(m, ToolMessage) and m.status == "error"]
+
+
+def fmt_area(m2: float) -> str:
+    """m² below 1 ha, ha below 100 km², km² above (one decimal)."""
+    if m2 < 10_000:
+        return f"{m2:,.0f} m²"
+    if m2 < 100 * 1_000_000:
+        return f"{m2 / 10_000:,.1f} ha"
+    return f"{m2 / 1_000_000:,.1f} km²"
+
+
+def _classes(names: list[str]) -> str:
+    return " or ".join(_PHRASE.get(n, n) for n in names) if names else "any land"
+
+
+def _scope(q: ChangeQuery) -> str:
+    if q.area.kind == "sector":
+        return f"in the {q.area.sector} of the scene"
+    if q.area.kind == "bbox":
+        w, s, e, n = q.area.bbox
+        return f"inside the box {w:g},{s:g},{e:g},{n:g}"
+    return "in the scene"
+
+
+def _subject(q: ChangeQuery) -> str:
+    """What the question asked about, in words ('farmland turned into built-up land')."""
+    if q.from_classes and q.to_classes:
+        return f"{_classes(q.from_classes)} turned into {_classes(q.to_classes)}"
+    if q.to_classes:
+        return f"new {_classes(q.to_classes)}"
+    if q.from_classes:
+        return f"{_classes(q.from_classes)} lost"
+    return "change"
+
+
+def compose(messages: list[AnyMessage], history: list[AnyMessage], workspace: Workspace, *, thread_id: str | None, audit_id: str | None) -> Answer:
+    """Build the Answer for the current turn; `history` is the whole thread (follow-ups reuse detections)."""
+    results = tool_results(messages)
+    earlier = tool_results(history)
+    q_id, q_res = results.get("set_query") or earlier.get("set_query") or ("", {"query": {}})
+    query = ChangeQuery.model_validate(q_res["query"])
+    errors = tool_errors(messages)
+    last_ai = next((m for m in reversed(messages) if isinstance(m, AIMessage)), None)
+    clarify = last_ai.additional_kwargs.get("geodelta_clarify") if last_ai else None
+
+    if "describe_changes" not in results:
+        why = clarify or ("; ".join(errors) if errors else "the analysis did not run")
+        return Answer(text=f"I could not answer: {why}", query=query, clarification=clarify, caveats=errors, thread_id=thread_id, audit_id=audit_id)
+
+    d_id, desc = results["describe_changes"]
+    an = workspace.analysis(desc["analysis_id"])
+    by_id = {r.id: r for r in an.regions}
+    regions: list[Region] = [by_id[i] for i in desc["region_ids"] if i in by_id]
+    geo = "total_area_m2" in desc
+    total = desc.get("total_area_m2", desc.get("total_area_px", 0))
+    area_txt = fmt_area(total) if geo else f"{int(total):,} px"
+    evidence = [
+        Evidence(tool_call_id=q_id, tool="set_query", claim="change of interest", value=_subject(query) + " " + _scope(query)),
+        Evidence(tool_call_id=d_id, tool="describe_changes", claim="regions matching the query", value=desc["n_regions"]),
+        Evidence(tool_call_id=d_id, tool="describe_changes", claim="total area " + ("m²" if geo else "px"), value=total),
+    ]
+    caveats: list[str] = []
+    lc = results.get("classify_land_cover") or earlier.get("classify_land_cover")
+    classes_known = bool(lc and lc[1].get("classes_known"))
+    if lc:
+        evidence.append(Evidence(tool_call_id=lc[0], tool="classify_land_cover", claim="mean class confidence", value=lc[1].get("mean_class_confidence")))
+        if lc[1].get("rule_set") == "rgb":
+            caveats.append("Only red, green and blue bands: land-cover classes come from colour rules and have low confidence.")
+    if not classes_known:
+        caveats.append("Land-cover classes are unknown for this scene, so the regions are not filtered by class: every change in scope is counted.")
+    det = results.get("detect_changes") or earlier.get("detect_changes")
+    if det:
+        evidence.append(Evidence(tool_call_id=det[0], tool="detect_changes", claim=f"changed fraction of the scene ({det[1]['method']})", value=det[1].get("changed_fraction")))
+
+    n = desc["n_regions"]
+    subject, scope = _subject(query), _scope(query)
+    if n == 0:
+        text = f"No {subject} was found {scope}."
+        if desc.get("n_regions_all"):
+            text += f" ({desc['n_regions_all']} changed areas of other kinds were detected.)"
+    else:
+        text = f"{n} area{'s' if n != 1 else ''} of {subject}, {area_txt} in total, {'were' if n != 1 else 'was'} found {scope}."
+        for i, quad in enumerate(desc["quadruples"][:3]):
+            qa = fmt_area(quad["total_area_m2"]) if "total_area_m2" in quad else f"{quad['total_area_px']:,} px"
+            text += f" {'Most' if i == 0 else 'Then'} in the {quad['where']['sector']}: {quad['how_many']} ({qa}, {quad['what']['from']} -> {quad['what']['to']})."
+            evidence.append(Evidence(tool_call_id=d_id, tool="describe_changes", claim=f"area in the {quad['where']['sector']} ({quad['what']['from']} -> {quad['what']['to']})", value=quad.get("total_area_m2", quad.get("total_area_px"))))
+    cap = results.get("caption_changes")
+    if cap:
+        text += " " + cap[1]["caption"]
+    maps = dict(results["render_map"][1]["maps"]) if "render_map" in results else {}
+    confs = [r.confidence for r in regions]
+    confidence = sum(confs) / len(confs) if confs else 0.0
+    if classes_known and lc:
+        confidence *= float(lc[1].get("mean_class_confidence") or 0.0) or 1.0
+    if errors:
+        caveats.extend(errors)
+    return Answer(
+        text=text,
+        query=query,
+        regions=regions,
+        quadruples=desc["quadruples"],
+        maps=maps,
+        justification=evidence,
+        confidence=round(min(max(confidence, 0.0), 1.0), 3),
+        caveats=caveats,
+        audit_id=audit_id,
+        thread_id=thread_id,
+    )
+
+
+_NUM = re.compile(r"\d[\d,]*(?:\.\d+)?")
+
+
+def check_rewording(original: str, reworded: str) -> bool:
+    """True when a model's rewording keeps exactly the numbers of the composed text."""
+    norm = lambda s: sorted(x.replace(",", "") for x in _NUM.findall(s))  # noqa: E731
+    return norm(original) == norm(reworded)

@@ -1,0 +1,245 @@
+"""`geodelta` command line: a thin shell over the same functions the Python API exposes.
+
+Output for the user goes to stdout; progress and logs to stderr; `--json` prints only JSON.
+A `GeoDeltaError` is printed as one actionable line (no traceback) with a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from geodelta.errors import GeoDeltaError, InputError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Ask how the land changed between images.")
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks on the real data in GEODELTA_DATA (print tables).")
+app.add_typer(bench_app, name="bench")
+
+out = Console()
+err = Console(stderr=True)
+
+Json = Annotated[bool, typer.Option("--json", help="Print only JSON on stdout.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+
+
+def _parse_aoi(aoi: str | None) -> tuple[float, float, float, float] | None:
+    if not aoi:
+        return None
+    try:
+        w, s, e, n = (float(x) for x in aoi.split(","))
+    except ValueError:
+        raise InputError(f"--aoi must be four numbers west,south,east,north in degrees, got {aoi!r}") from None
+    if not (w < e and s < n):
+        raise InputError(f"--aoi {aoi!r}: need west < east and south < north (lon/lat degrees)")
+    return (w, s, e, n)
+
+
+@contextmanager
+def _progress(enabled: bool):
+    """A rich progress bar on stderr driven by `progress(stage, done, total)` callbacks."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        yield update
+
+
+def demo_scene() -> tuple[Path, Path]:
+    """The bundled Landsat 7 Taizhou pair (public domain, see geodelta/data/demo/ATTRIBUTION.md)."""
+    root = resources.files("geodelta.data") / "demo"
+    return (
+        Path(str(root / "taizhou_before_2000-03-17_landsat7_etm.tif")),
+        Path(str(root / "taizhou_after_2003-02-06_landsat7_etm.tif")),
+    )
+
+
+@app.command()
+def detect(
+    images: Annotated[list[Path], typer.Argument(help="BEFORE AFTER: GeoTIFF, PNG/JPEG/BMP, ENVI, or a Sentinel-2 band folder.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("geodelta-out"),
+    method: Annotated[str, typer.Option(help="Change masker: irmad (default), cva, learned.")] = "irmad",
+    aoi: Annotated[Optional[str], typer.Option(help="west,south,east,north in lon/lat degrees.")] = None,
+    min_area_m2: Annotated[float, typer.Option("--min-area-m2", help="Drop regions smaller than this (m²).")] = 0.0,
+    tile: Annotated[int, typer.Option(help="Tile edge in pixels (peak memory follows it).")] = 1024,
+    as_json: Json = False,
+    quiet: Quiet = False,
+) -> None:
+    """Find where the land changed between two images and write maps, regions and a summary."""
+    from geodelta.perception.pipeline import run_detect
+
+    if len(images) != 2:
+        raise InputError(f"detect needs exactly two images (BEFORE AFTER), got {len(images)}")
+    with _progress(not (quiet or as_json)) as progress:
+        summary = run_detect(images[0], images[1], out_dir, method=method, aoi=_parse_aoi(aoi), min_area_m2=min_area_m2, tile=tile, progress=progress)
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    _print_detect(summary, out_dir)
+
+
+def _print_detect(summary: dict, out_dir: Path) -> None:
+    out.print(f"[bold]{summary['caption']}[/bold]")
+    regions = summary["regions"]
+    if not summary.get("classes_known"):
+        out.print("[dim]Land-cover classes were not determined for these regions: 'what' is unknown.[/dim]")
+    for q in summary["quadruples"][:9]:
+        area = f"{q['total_area_m2'] / 1e4:.2f} ha" if "total_area_m2" in q else f"{q['total_area_px']} px"
+        out.print(f"  {q['where']['sector']:>10}: {q['how_many']} region(s), {area} ({q['what']['from']} -> {q['what']['to']}, {q['how']})")
+    out.print(f"{len(regions)} regions; outputs in {out_dir}/: " + ", ".join(sorted(set(summary["outputs"].values()) | {"summary.json"})))
+
+
+@app.command()
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("geodelta-demo"),
+    quiet: Quiet = False,
+) -> None:
+    """Run GeoDelta on the bundled Landsat scene (farmland built over in Taizhou, 2000 -> 2003)."""
+    before, after = demo_scene()
+    err.print(f"Demo scene: {before.name} -> {after.name} (Landsat 7, USGS public domain)")
+    detect([before, after], out_dir=out_dir, method="irmad", aoi=None, min_area_m2=0.0, tile=1024, as_json=False, quiet=quiet)
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="Your question, e.g. 'Where did farmland get built over?'")],
+    before: Annotated[Optional[Path], typer.Option(help="BEFORE image.")] = None,
+    after: Annotated[Optional[Path], typer.Option(help="AFTER image.")] = None,
+    images: Annotated[Optional[list[Path]], typer.Option("--images", help="More than two dates, oldest first (repeat).")] = None,
+    thread: Annotated[Optional[str], typer.Option(help="Continue this conversation (printed after each answer).")] = None,
+    backend: Annotated[Optional[str], typer.Option(help="Planner: embedded (default), openai, local.")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Output folder for maps.")] = None,
+    db: Annotated[Optional[Path], typer.Option(help="SQLite memory file (default GEODELTA_DB).")] = None,
+    as_json: Json = False,
+    quiet: Quiet = False,
+) -> None:
+    """Ask a question about how the land changed; prints the answer, the maps and the audit id."""
+    from geodelta.agent.api import Assistant
+    from geodelta.settings import Settings
+
+    overrides = {k: v for k, v in {"backend": backend, "out": out_dir, "db": db}.items() if v is not None}
+    assistant = Assistant(Settings(**overrides))
+    try:
+        answer = assistant.ask(question, before=before, after=after, images=images, thread_id=thread)
+    finally:
+        assistant.close()
+    if as_json:
+        print(answer.model_dump_json(indent=2))
+        return
+    _print_answer(answer)
+
+
+def _print_answer(answer) -> None:
+    q = answer.query
+    if answer.clarification:
+        out.print(f"[bold yellow]?[/bold yellow] {answer.clarification}")
+        out.print(f"[dim]thread: {answer.thread_id} (answer with --thread {answer.thread_id})[/dim]")
+        return
+    area = q.area.sector if q.area.kind == "sector" else q.area.kind
+    out.print(f"[dim]query: from {q.from_classes or 'any'} to {q.to_classes or 'any'}, {q.direction}, area {area}, min {q.min_area_m2:g} m²[/dim]")
+    out.print(f"[bold]{answer.text}[/bold]")
+    for c in answer.caveats:
+        out.print(f"[yellow]note:[/yellow] {c}")
+    out.print("justification:")
+    for e in answer.justification:
+        out.print(f"  - {e.claim}: {e.value}  [dim]({e.tool} {e.tool_call_id})[/dim]")
+    for kind, path in answer.maps.items():
+        out.print(f"  {kind:>12}: {path}")
+    out.print(f"[dim]confidence {answer.confidence:.2f} · audit id {answer.audit_id} · thread {answer.thread_id}[/dim]")
+
+
+@app.command()
+def plan(
+    question: Annotated[str, typer.Argument(help="A question about change.")],
+    as_json: Json = False,
+) -> None:
+    """Show the explicit change-of-interest (ChangeQuery) a question is turned into; runs no tool."""
+    from geodelta.agent.intent import parse_question
+
+    res = parse_question(question)
+    if res.query is None:
+        raise InputError(res.clarify or "the question could not be turned into a change query")
+    if as_json:
+        print(res.query.model_dump_json(indent=2))
+        return
+    out.print_json(res.query.model_dump_json())
+
+
+def _register_memory_commands() -> None:
+    from geodelta.memory.commands import audit_app, history_command, scenes_command
+
+    app.add_typer(audit_app, name="audit")
+    app.command("scenes", help="Scenes remembered in the memory file.")(scenes_command)
+    app.command("history", help="The events of one conversation thread.")(history_command)
+
+
+_register_memory_commands()
+
+
+def _run_benchmark(name: str, argv: list[str]) -> None:
+    """Benchmarks live in the checkout's benchmarks/ folder (beside ../shared/data), not in the wheel."""
+    import runpy
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
+    if not script.is_file():
+        raise InputError(f"benchmark script {script} not found: benchmarks run from a source checkout of GeoDelta")
+    module = runpy.run_path(str(script), run_name=f"geodelta_bench_{name}")
+    module["main"](argv)
+
+
+@bench_app.command("change", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench_change(ctx: typer.Context) -> None:
+    """Per-domain precision/recall/F1/IoU of each masker beside published LEVIR-CD predictions; throughput."""
+    _run_benchmark("change", list(ctx.args))
+
+
+@bench_app.command("intent", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench_intent(ctx: typer.Context) -> None:
+    """Per-field accuracy of the embedded planner on the question set (tune / held-out)."""
+    _run_benchmark("intent", list(ctx.args))
+
+
+@bench_app.command("scale", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench_scale(ctx: typer.Context) -> None:
+    """Wall time, megapixels per second and peak RSS on a large mosaic built from real imagery."""
+    _run_benchmark("scale", list(ctx.args))
+
+
+def main() -> None:
+    """Console-script entry point: turn GeoDeltaError into one clean line and an exit code."""
+    try:
+        app(standalone_mode=False)
+    except GeoDeltaError as exc:
+        err.print(f"[bold red]error:[/bold red] {exc}")
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as exc:  # click usage errors arrive here in standalone_mode=False
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show(file=sys.stderr)
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,296 @@
+"""The perception pipeline without the agent: pair -> change rasters -> regions -> quadruples -> maps.
+
+`geodelta detect` runs `run_detect`; the agent's tools call the stages one by one (`detect_stage`,
+`describe_stage`, `render_stage`) so each tool call produces one audited result.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+
+from geodelta.contracts import ChangeQuery, Quadruple, Region
+from geodelta.perception import caption as captioning
+from geodelta.perception import change, describe, render
+from geodelta.perception.grid import Grid
+from geodelta.perception.io import AlignedPair, open_pair
+from geodelta.perception.tiling import iter_windows
+
+# progress(stage, done, total): the CLI shows it as a rich bar, the agent streams it as events.
+Progress = Callable[[str, int, int], None]
+
+NODATA_U8 = 255  # change.tif: 1 = change, 0 = no change, 255 = nodata (issue 2)
+THUMB_SIZE = 1024  # px, longest side of the overlay / map thumbnails
+
+
+@dataclass
+class Detection:
+    """What the change stage left on disk, plus the regions found in it."""
+
+    out_dir: Path
+    grid: Grid
+    method: str
+    params: dict[str, Any]
+    change_tif: Path
+    prob_tif: Path
+    regions: list[Region]
+    changed_px: int
+    valid_px: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def detect_stage(
+    pair: AlignedPair,
+    out_dir: Path,
+    *,
+    method: str = "irmad",
+    min_area_m2: float = 0.0,
+    min_area_px: int = 16,
+    tile: int = 1024,
+    progress: Progress | None = None,
+) -> Detection:
+    """Fit the masker on a scene-wide sample, score tile by tile, write change.tif / change_prob.tif.
+
+    Peak memory follows `tile` (plus the masker's halo), not the scene size.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    grid = pair.grid
+    masker = change.get_masker(method)
+    timings: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    a_s, b_s = pair.sample()
+    params = masker.fit(a_s, b_s)
+    timings["fit_s"] = time.perf_counter() - t0
+
+    # Components smaller than this are removed per tile (with halo); regions crossing tiles are
+    # measured again after polygonising, so the final size filter is exact.
+    min_px = _min_pixels(grid, min_area_m2, min_area_px)
+    change_tif, prob_tif = out_dir / "change.tif", out_dir / "change_prob.tif"
+    windows = list(iter_windows(grid, tile, halo=change.HALO))
+    changed = valid_total = 0
+    t0 = time.perf_counter()
+    with (
+        render.write_geotiff(change_tif, grid, "uint8", NODATA_U8) as dst_c,
+        render.write_geotiff(prob_tif, grid, "float32", None) as dst_p,
+    ):
+        for i, (read_win, core_win, core) in enumerate(windows):
+            a, b, valid = pair.read(read_win)
+            prob = masker.score(a, b, valid, params)
+            mask = change.clean_mask(prob >= 0.5, valid, min_pixels=min(min_px, 10_000))
+            prob, mask, valid = prob[core], mask[core], valid[core]
+            out = np.where(valid, mask.astype(np.uint8), NODATA_U8).astype(np.uint8)
+            dst_c.write(out, 1, window=core_win)
+            dst_p.write(np.where(valid, prob, 0).astype(np.float32), 1, window=core_win)
+            changed += int(mask.sum())
+            valid_total += int(valid.sum())
+            if progress:
+                progress("change", i + 1, len(windows))
+    timings["score_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    regions = describe.regions_from_rasters(
+        change_tif, prob_tif, grid, min_area_m2=min_area_m2, min_area_px=min_area_px if not grid.georeferenced else 0
+    )
+    timings["polygonise_s"] = time.perf_counter() - t0
+    return Detection(out_dir, grid, method, params, change_tif, prob_tif, regions, changed, valid_total, timings)
+
+
+def _min_pixels(grid: Grid, min_area_m2: float, min_area_px: int) -> int:
+    if grid.pixel_area_m2:
+        return int(min_area_m2 // grid.pixel_area_m2)
+    return min_area_px if not grid.georeferenced else 0
+
+
+def describe_stage(regions: list[Region], query: ChangeQuery, grid: Grid) -> tuple[list[Region], list[Quadruple], str]:
+    """Keep the regions the query asks about, group them into S2M quadruples, caption them."""
+    kept = describe.filter_regions(regions, query, grid)
+    quads = describe.quadruples(kept, grid)
+    text = captioning.caption(quads, georeferenced=grid.georeferenced, query=query)
+    return kept, quads, text
+
+
+def change_thumbnail(change_tif: Path, shape: tuple[int, int]) -> np.ndarray:
+    """uint8 (h, w) decimated read of change.tif (nearest), to draw over an RGB thumbnail."""
+    with rasterio.open(change_tif) as src:
+        return src.read(1, out_shape=shape, resampling=Resampling.nearest)
+
+
+def render_stage(pair: AlignedPair, det: Detection, regions: list[Region], out_dir: Path, *, title: str = "") -> dict[str, str]:
+    """Write overlay.png, map.html, regions.geojson and regions.gpkg; return kind -> path."""
+    before_rgb = pair.rgb("before", THUMB_SIZE)
+    after_rgb = pair.rgb("after", THUMB_SIZE)
+    thumb = change_thumbnail(det.change_tif, after_rgb.shape[:2])
+    geo = det.grid.georeferenced
+    maps = {
+        "png": render.overlay_png(before_rgb, after_rgb, thumb, det.grid, out_dir / "overlay.png", regions=regions, title=title),
+        "html": render.map_html(after_rgb, det.grid, regions, out_dir / "map.html", before_rgb=before_rgb, title=title),
+        "geojson": render.regions_geojson(regions, out_dir / "regions.geojson", georeferenced=geo),
+        "gpkg": render.regions_gpkg(regions, out_dir / "regions.gpkg", georeferenced=geo),
+        "geotiff": det.change_tif,
+        "prob_geotiff": det.prob_tif,
+    }
+    return {k: str(v) for k, v in maps.items()}
+
+
+def run_detect(
+    before: str | Path,
+    after: str | Path,
+    out_dir: str | Path,
+    *,
+    method: str = "irmad",
+    aoi: tuple[float, float, float, float] | None = None,
+    min_area_m2: float = 0.0,
+    min_area_px: int = 16,
+    tile: int = 1024,
+    query: ChangeQuery | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """`geodelta detect`: every output file of issue 2 in `out_dir`; returns the summary dict."""
+    t_start = time.perf_counter()
+    out_dir = Path(out_dir)
+    t0 = time.perf_counter()
+    pair = open_pair(before, after, aoi=aoi)
+    t_open = time.perf_counter() - t0
+    query = query or ChangeQuery(min_area_m2=min_area_m2)
+
+    det = detect_stage(pair, out_dir, method=method, min_area_m2=min_area_m2, min_area_px=min_area_px, tile=tile, progress=progress)
+    t0 = time.perf_counter()
+    kept, quads, text = describe_stage(det.regions, query, det.grid)
+    t_describe = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    maps = render_stage(pair, det, kept, out_dir)
+    t_render = time.perf_counter() - t0
+
+    summary = build_summary(pair, det, query, kept, quads, text, maps)
+    summary["timings_s"] = {
+        "open": round(t_open, 3),
+        **{k.removesuffix("_s"): round(v, 3) for k, v in det.timings.items()},
+        "describe": round(t_describe, 3),
+        "render": round(t_render, 3),
+        "total": round(time.perf_counter() - t_start, 3),
+    }
+    render.summary_json(out_dir / "summary.json", summary)
+    return summary
+
+
+def build_summary(
+    pair: AlignedPair,
+    det: Detection,
+    query: ChangeQuery,
+    regions: list[Region],
+    quads: list[Quadruple],
+    text: str,
+    maps: dict[str, str],
+) -> dict[str, Any]:
+    """The JSON-able record of one analysis (summary.json); hashes make it reproducible."""
+    grid = det.grid
+    changed_area = {"changed_px": det.changed_px, "valid_px": det.valid_px}
+    if grid.pixel_area_m2:
+        changed_area["changed_m2"] = round(det.changed_px * grid.pixel_area_m2, 2)
+    return {
+        "geodelta_version": _version(),
+        "query": query.model_dump(mode="json"),
+        "method": {"name": det.method, "params": det.params},
+        "inputs": {
+            "before": pair.scene_ref("before").model_dump(mode="json"),
+            "after": pair.scene_ref("after").model_dump(mode="json"),
+            "bands": pair.band_names,
+        },
+        "grid": {
+            "crs": grid.crs.to_string() if grid.crs else None,
+            "transform": list(grid.transform)[:6],
+            "width": grid.width,
+            "height": grid.height,
+            "georeferenced": grid.georeferenced,
+        },
+        "change": changed_area,
+        "regions": [r.model_dump(mode="json") for r in regions],
+        "quadruples": [q.to_json() for q in quads],
+        "caption": text,
+        "classes_known": any(r.from_class != "unknown" or r.to_class != "unknown" for r in regions),
+        "outputs": {k: Path(v).name for k, v in maps.items()},
+    }
+
+
+def _version() -> str:
+    from geodelta import __version__
+
+    return __version__
+
+
+def pair_roles(pair: AlignedPair) -> dict[str, int]:
+    """Band roles (red, nir, ...) as indices into the arrays `pair.read()` returns."""
+    roles: dict[str, int] = {}
+    for role, idx in pair.before.band_roles.items():
+        name = pair.before.band_names[idx]
+        if name in pair.band_names:
+            roles[role] = pair.band_names.index(name)
+    return roles
+
+
+def landcover_stage(pair: AlignedPair, regions: list[Region], *, tile: int = 1024, progress: Progress | None = None) -> tuple[list[Region], dict[str, Any]]:
+    """Classify both dates tile by tile and give each region its majority from/to class (S2M `what`).
+
+    Class histograms are accumulated per region across tiles, so a region split by a tile edge gets
+    the same classes as if the scene were read whole.
+    """
+    from rasterio.features import rasterize
+    from rasterio.warp import transform_geom
+    from rasterio.windows import transform as window_transform
+
+    from geodelta.perception import landcover, transitions
+
+    roles = pair_roles(pair)
+    rule_set = landcover.rule_set(roles)
+    grid = pair.grid
+    n_cls = len(landcover.CLASSES)
+    if rule_set == "none" or not regions:
+        return regions, {"rule_set": rule_set, "classes_known": False, "roles": roles}
+
+    geoms = []
+    for r in regions:
+        g = transform_geom("EPSG:4326", grid.crs, r.polygon) if grid.georeferenced else r.polygon
+        geoms.append((r.id, g, r.bbox_px))
+    max_id = max(r.id for r in regions) + 1
+    hist_from = np.zeros((max_id, n_cls), np.int64)
+    hist_to = np.zeros((max_id, n_cls), np.int64)
+    conf_sum = np.zeros(max_id, np.float64)
+    windows = list(iter_windows(grid, tile, halo=0))
+    for i, (win, _, _) in enumerate(windows):
+        c0, r0 = int(win.col_off), int(win.row_off)
+        c1, r1 = c0 + int(win.width), r0 + int(win.height)
+        shapes = [(g, rid) for rid, g, (bc0, br0, bc1, br1) in geoms if bc0 < c1 and bc1 > c0 and br0 < r1 and br1 > r0]
+        if not shapes:
+            continue
+        labels = rasterize(shapes, out_shape=(int(win.height), int(win.width)), transform=window_transform(win, grid.transform), fill=0, dtype="int32")
+        a, b, valid = pair.read(win)
+        cls_a, conf_a = landcover.classify(a, roles, valid)
+        cls_b, conf_b = landcover.classify(b, roles, valid)
+        m = (labels > 0) & valid
+        lab = labels[m]
+        np.add.at(hist_from, (lab, cls_a[m]), 1)
+        np.add.at(hist_to, (lab, cls_b[m]), 1)
+        np.add.at(conf_sum, lab, np.minimum(conf_a[m], conf_b[m]))
+        if progress:
+            progress("land cover", i + 1, len(windows))
+
+    out: list[Region] = []
+    counts: dict[str, int] = {}
+    for r in regions:
+        n = int(hist_from[r.id].sum())
+        if n == 0:
+            out.append(r)
+            continue
+        f, t = landcover.CLASSES[int(hist_from[r.id].argmax())], landcover.CLASSES[int(hist_to[r.id].argmax())]
+        how = transitions.how_of(f, t)
+        out.append(r.model_copy(update={"from_class": f, "to_class": t, "how": how, "class_confidence": round(float(conf_sum[r.id] / n), 3)}))
+        counts[f"{f}->{t}"] = counts.get(f"{f}->{t}", 0) + 1
+    return out, {"rule_set": rule_set, "classes_known": True, "roles": roles, "transitions": dict(sorted(counts.items(), key=lambda kv: -kv[1]))}

@@ -1,0 +1,43 @@
+"""`detect_changes`: run a change masker over the scene, tile by tile, and polygonise the regions."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from langchain_core.tools import BaseTool, StructuredTool
+from pydantic import BaseModel, ConfigDict, Field
+
+from geodelta.perception.pipeline import detect_stage
+from geodelta.tools.context import ToolContext
+from geodelta.tools.workspace import Analysis
+
+
+class DetectArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    scene_id: str = Field(description="The scene_id load_scene returned.")
+    method: Literal["irmad", "cva", "learned"] = Field(default="irmad", description="Change masker.")
+    min_area_m2: float = Field(default=0.0, ge=0, description="Drop regions smaller than this (m²).")
+
+
+def make(ctx: ToolContext) -> BaseTool:
+    def detect_changes(scene_id: str, method: str = "irmad", min_area_m2: float = 0.0) -> dict:
+        """Find changed pixels between the two dates of a scene with a training-free masker (irmad default),
+        clean them and polygonise them into regions. Returns an analysis_id and the region count and area."""
+        pair = ctx.workspace.pair(scene_id)
+        aid, out = ctx.workspace.new_analysis_dir(scene_id, method)
+        s = ctx.settings
+        det = detect_stage(pair, out, method=method, min_area_m2=min_area_m2, min_area_px=s.min_area_px, tile=s.tile_size, progress=ctx.progress)
+        stats = {"changed_px": det.changed_px, "valid_px": det.valid_px, "timings_s": det.timings}
+        if det.grid.pixel_area_m2:
+            stats["changed_m2"] = round(det.changed_px * det.grid.pixel_area_m2, 1)
+        ctx.workspace.save(Analysis(aid, scene_id, out, det.grid, method, det.params, det.regions, stats))
+        return {
+            "analysis_id": aid,
+            "method": method,
+            "n_regions": len(det.regions),
+            "changed_fraction": round(det.changed_px / max(det.valid_px, 1), 5),
+            **{k: v for k, v in stats.items() if k != "timings_s"},
+            "change_tif": str(det.change_tif),
+        }
+
+    return StructuredTool.from_function(detect_changes, name="detect_changes", args_schema=DetectArgs, description=detect_changes.__doc__)

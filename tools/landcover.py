@@ -1,0 +1,31 @@
+"""`classify_land_cover`: land cover per date, and each region's from -> to classes."""
+
+from __future__ import annotations
+
+from langchain_core.tools import BaseTool, StructuredTool
+from pydantic import BaseModel, ConfigDict, Field
+
+from geodelta.perception.pipeline import landcover_stage
+from geodelta.tools.context import ToolContext
+
+
+class LandCoverArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    analysis_id: str = Field(description="The analysis_id detect_changes returned.")
+
+
+def make(ctx: ToolContext) -> BaseTool:
+    def classify_land_cover(analysis_id: str) -> dict:
+        """Classify land cover (water, tree, low_vegetation, cropland, bare_ground, built_up, other) at both dates
+        with spectral-index rules (multispectral) or colour rules (RGB, low confidence), and assign each change
+        region its majority from and to class. Returns the rule set, the mean class confidence and transitions."""
+        an = ctx.workspace.analysis(analysis_id)
+        pair = ctx.workspace.pair(an.scene_id)
+        regions, info = landcover_stage(pair, an.regions, tile=ctx.settings.tile_size, progress=ctx.progress)
+        confs = [r.class_confidence for r in regions if r.class_confidence is not None]
+        info["mean_class_confidence"] = round(sum(confs) / len(confs), 3) if confs else 0.0
+        an.regions, an.landcover = regions, info
+        ctx.workspace.save(an)
+        return {"analysis_id": analysis_id, **info}
+
+    return StructuredTool.from_function(classify_land_cover, name="classify_land_cover", args_schema=LandCoverArgs, description=classify_land_cover.__doc__)

@@ -1,0 +1,30 @@
+"""`render_map`: overlay PNG, offline HTML map, GeoJSON/GeoPackage of the regions that match the query."""
+
+from __future__ import annotations
+
+import hashlib
+
+from langchain_core.tools import BaseTool, StructuredTool
+
+from geodelta.contracts import ChangeQuery
+from geodelta.perception import describe
+from geodelta.perception.pipeline import Detection, render_stage
+from geodelta.tools.context import ToolContext
+from geodelta.tools.describe import DescribeArgs
+
+
+def make(ctx: ToolContext) -> BaseTool:
+    def render_map(analysis_id: str, query: ChangeQuery | dict | None = None) -> dict:
+        """Draw the regions that match the query: overlay.png (before | after | change), map.html (offline
+        interactive map), regions.geojson and regions.gpkg. Returns the file paths."""
+        q = ChangeQuery.model_validate(query or {})
+        an = ctx.workspace.analysis(analysis_id)
+        kept = describe.filter_regions(an.regions, q, an.grid)
+        key = hashlib.sha256(q.model_dump_json().encode()).hexdigest()[:8]
+        out = an.out_dir / f"q_{key}"
+        out.mkdir(parents=True, exist_ok=True)
+        det = Detection(an.out_dir, an.grid, an.method, an.params, an.out_dir / "change.tif", an.out_dir / "change_prob.tif", an.regions, 0, 0)
+        maps = render_stage(ctx.workspace.pair(an.scene_id), det, kept, out)
+        return {"analysis_id": analysis_id, "maps": maps, "n_regions_drawn": len(kept)}
+
+    return StructuredTool.from_function(render_map, name="render_map", args_schema=DescribeArgs, description=render_map.__doc__)
