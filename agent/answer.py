@@ -12,6 +12,7 @@ from typing import Any
 from langchain_core.messages import AIMessage, AnyMessage, ToolMessage
 
 from geodelta.contracts import Answer, ChangeQuery, Evidence, Region
+from geodelta.perception.caption import format_area
 from geodelta.tools.workspace import Workspace
 
 _PHRASE = {
@@ -39,15 +40,6 @@ def tool_results(messages: list[AnyMessage]) -> dict[str, tuple[str, dict[str, A
 
 def tool_errors(messages: list[AnyMessage]) -> list[str]:
     return [f"{m.name}: {m.content}" for m in messages if isinstance(m, ToolMessage) and m.status == "error"]
-
-
-def fmt_area(m2: float) -> str:
-    """m² below 1 ha, ha below 100 km², km² above (one decimal)."""
-    if m2 < 10_000:
-        return f"{m2:,.0f} m²"
-    if m2 < 100 * 1_000_000:
-        return f"{m2 / 10_000:,.1f} ha"
-    return f"{m2 / 1_000_000:,.1f} km²"
 
 
 def _classes(names: list[str]) -> str:
@@ -94,7 +86,7 @@ def compose(messages: list[AnyMessage], history: list[AnyMessage], workspace: Wo
     regions: list[Region] = [by_id[i] for i in desc["region_ids"] if i in by_id]
     geo = "total_area_m2" in desc
     total = desc.get("total_area_m2", desc.get("total_area_px", 0))
-    area_txt = fmt_area(total) if geo else f"{int(total):,} px"
+    area_txt = format_area(m2=total) if geo else format_area(px=int(total))
     evidence = [
         Evidence(tool_call_id=q_id, tool="set_query", claim="change of interest", value=_subject(query) + " " + _scope(query)),
         Evidence(tool_call_id=d_id, tool="describe_changes", claim="regions matching the query", value=desc["n_regions"]),
@@ -121,10 +113,9 @@ def compose(messages: list[AnyMessage], history: list[AnyMessage], workspace: Wo
             text += f" ({desc['n_regions_all']} changed areas of other kinds were detected.)"
     else:
         text = f"{n} area{'s' if n != 1 else ''} of {subject}, {area_txt} in total, {'were' if n != 1 else 'was'} found {scope}."
-        for i, quad in enumerate(desc["quadruples"][:3]):
-            qa = fmt_area(quad["total_area_m2"]) if "total_area_m2" in quad else f"{quad['total_area_px']:,} px"
-            text += f" {'Most' if i == 0 else 'Then'} in the {quad['where']['sector']}: {quad['how_many']} ({qa}, {quad['what']['from']} -> {quad['what']['to']})."
-            evidence.append(Evidence(tool_call_id=d_id, tool="describe_changes", claim=f"area in the {quad['where']['sector']} ({quad['what']['from']} -> {quad['what']['to']})", value=quad.get("total_area_m2", quad.get("total_area_px"))))
+    # The per-sector breakdown is in the caption; each number it states is cited here.
+    for quad in desc["quadruples"][:3]:
+        evidence.append(Evidence(tool_call_id=d_id, tool="describe_changes", claim=f"area in the {quad['where']['sector']} ({quad['what']['from']} -> {quad['what']['to']})", value=quad.get("total_area_m2", quad.get("total_area_px"))))
     cap = results.get("caption_changes")
     if cap:
         text += " " + cap[1]["caption"]

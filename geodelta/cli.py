@@ -225,7 +225,7 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except GeoDeltaError as exc:
-        err.print(f"[bold red]error:[/bold red] {exc}")
+        err.print(f"[bold red]error:[/bold red] {exc}", soft_wrap=True, highlight=False)
         sys.exit(exc.exit_code)
     except typer.Abort:
         err.print("aborted")

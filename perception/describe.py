@@ -1,0 +1,339 @@
+"""Change mask -> regions -> S2M quadruples (where, what, how, how many).
+
+Polygons are built in PIXEL coordinates (col, row; integer vertices, so window pieces union
+exactly) and only then moved to the scene CRS / EPSG:4326. Regions are 4-connected components
+of change == 1 (rasterio.features.shapes' default connectivity; two pixels touching only at a
+corner are two regions, also across window borders).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import rasterio
+import shapely
+import shapely.affinity
+from affine import Affine
+from pyproj import CRS as ProjCRS
+from pyproj import Geod, Transformer
+from rasterio.features import geometry_mask, shapes
+from rasterio.windows import Window
+from shapely.geometry import box, mapping, shape
+from shapely.geometry.base import BaseGeometry
+from shapely.geometry.polygon import orient
+
+from geodelta.contracts import SECTORS, VOCABULARY, BBoxArea, ChangeQuery, Quadruple, Region, SectorArea, Where, What
+from geodelta.errors import InputError
+from geodelta.perception.grid import Grid
+
+CONNECTIVITY = 4  # rasterio.features.shapes default; see module docstring
+CHANGE = 1  # change.tif: 1 change, 0 no change, 255 nodata
+_GEOD = Geod(ellps="WGS84")
+# Classes whose arrival reads as "something appeared" (and whose loss as "disappeared").
+SALIENT_CLASSES = frozenset({"built_up", "water", "tree"})
+# ChangeQuery.direction -> the `how` values it keeps ("changed" = classes unknown: always kept).
+_DIRECTION_HOWS = {
+    "appear": {"appeared", "expanded", "changed"},
+    "disappear": {"disappeared", "shrank", "changed"},
+    # A conversion names both ends; "cropland -> built_up" is also an appearance of built-up land,
+    # so every transition between two different classes counts, and the class lists do the filtering.
+    "convert": {"converted", "appeared", "disappeared", "changed"},
+}
+
+
+# ---------------------------------------------------------------- polygonising
+
+
+def polygonize_windows(change_tif: Path, tile: int = 2048) -> list[shapely.Polygon]:
+    """4-connected polygons of change == 1 in pixel coordinates (col, row), read window by window.
+
+    Pieces touching an inner window border are unioned (shapely) with their neighbours; memory
+    follows `tile`, not the scene.
+    """
+    if tile < 1:
+        raise InputError(f"tile must be a positive number of pixels, got {tile}")
+    final: list[shapely.Polygon] = []
+    border: list[shapely.Polygon] = []
+    with rasterio.open(change_tif) as ds:
+        W, H = ds.width, ds.height
+        for r0 in range(0, H, tile):
+            for c0 in range(0, W, tile):
+                w, h = min(tile, W - c0), min(tile, H - r0)
+                mask = ds.read(1, window=Window(c0, r0, w, h)) == CHANGE
+                if not mask.any():
+                    continue
+                src = mask.astype(np.uint8)
+                for geom, _ in shapes(src, mask=mask, connectivity=CONNECTIVITY, transform=Affine.translation(c0, r0)):
+                    poly = shape(geom)
+                    x0, y0, x1, y1 = poly.bounds
+                    inner = (x0 == c0 > 0) or (y0 == r0 > 0) or (x1 == c0 + w < W) or (y1 == r0 + h < H)
+                    (border if inner else final).append(poly)
+    if border:
+        final.extend(_parts(shapely.unary_union(border)))
+    out: list[shapely.Polygon] = []
+    for poly in final:
+        out.extend(_parts(poly if poly.is_valid else shapely.make_valid(poly)))
+    return out
+
+
+def _parts(geom: BaseGeometry) -> list[shapely.Polygon]:
+    """Polygon parts of a (multi)polygon or collection; lines and points (zero area) dropped."""
+    if isinstance(geom, shapely.Polygon):
+        return [geom] if geom.area > 0 else []
+    return [p for g in getattr(geom, "geoms", []) for p in _parts(g)]
+
+
+# ---------------------------------------------------------------- coordinates
+
+
+def _crs_transformer(grid: Grid, inverse: bool = False) -> Transformer:
+    crs = ProjCRS.from_user_input(grid.crs.to_wkt())
+    src, dst = (crs, "EPSG:4326") if not inverse else ("EPSG:4326", crs)
+    return Transformer.from_crs(src, dst, always_xy=True)
+
+
+def _apply(tr: Transformer, geom: BaseGeometry) -> BaseGeometry:
+    def fn(xy: np.ndarray) -> np.ndarray:
+        x, y = tr.transform(xy[:, 0], xy[:, 1])
+        return np.column_stack([x, y])
+
+    return shapely.transform(geom, fn)
+
+
+def pixel_to_lonlat(geom: BaseGeometry, grid: Grid, tr: Transformer | None = None) -> BaseGeometry:
+    """Pixel (col, row) geometry -> EPSG:4326 (lon, lat) through the grid transform and CRS."""
+    t = grid.transform
+    in_crs = shapely.affinity.affine_transform(geom, [t.a, t.b, t.d, t.e, t.c, t.f])
+    return _apply(tr or _crs_transformer(grid), in_crs)
+
+
+def pixel_polygon(region: Region, grid: Grid) -> BaseGeometry:
+    """A region's polygon back in pixel coordinates (col, row) of `grid`."""
+    geom = shape(region.polygon)
+    if not grid.georeferenced:
+        return geom
+    geom = _apply(_crs_transformer(grid, inverse=True), geom)
+    t = ~grid.transform
+    return shapely.affinity.affine_transform(geom, [t.a, t.b, t.d, t.e, t.c, t.f])
+
+
+def geodesic_area_m2(geom_lonlat: BaseGeometry) -> float:
+    """Area in m² on the WGS84 ellipsoid of a lon/lat (multi)polygon."""
+    polys = _parts(geom_lonlat)
+    return float(sum(abs(_GEOD.geometry_area_perimeter(orient(p, 1.0))[0]) for p in polys))
+
+
+# ---------------------------------------------------------------- regions
+
+
+def regions_from_rasters(
+    change_tif: Path,
+    prob_tif: Path | None,
+    grid: Grid,
+    min_area_m2: float = 0.0,
+    min_area_px: int = 0,
+    tile: int = 2048,
+) -> list[Region]:
+    """Regions of change.tif (1 change / 0 no change / 255 nodata) on `grid`, largest first.
+
+    area_m2: pixels x pixel area (projected CRS), geodesic WGS84 area (geographic CRS), None
+    (not georeferenced). confidence: mean change_prob (float 0..1) inside the region; 1.0 when
+    `prob_tif` is None. Regions under `min_area_px`, or under `min_area_m2` where area_m2 is
+    known, are dropped.
+    """
+    with rasterio.open(change_tif) as ds:
+        if (ds.width, ds.height) != (grid.width, grid.height):
+            raise InputError(
+                f"{change_tif} is {ds.width}x{ds.height} px but the grid is {grid.width}x{grid.height}: "
+                "describe the change raster on the grid it was written on"
+            )
+    tr = _crs_transformer(grid) if grid.georeferenced else None
+    rows: list[dict[str, Any]] = []
+    for poly in polygonize_windows(change_tif, tile):
+        area_px = int(round(poly.area))
+        if area_px < min_area_px:
+            continue
+        x0, y0, x1, y1 = (int(round(v)) for v in poly.bounds)
+        c = poly.centroid
+        row: dict[str, Any] = {
+            "px": poly,
+            "bbox_px": (x0, y0, x1, y1),
+            "centroid_px": (float(c.x), float(c.y)),
+            "sector": grid.sector_of(c.x, c.y),
+            "area_px": area_px,
+            "area_m2": None,
+            "centroid_lonlat": None,
+            "polygon": mapping(poly),
+        }
+        if tr is not None:
+            ll = pixel_to_lonlat(poly, grid, tr)
+            cll = pixel_to_lonlat(c, grid, tr)
+            row["polygon"] = mapping(ll)
+            row["centroid_lonlat"] = (float(cll.x), float(cll.y))
+            row["area_m2"] = geodesic_area_m2(ll) if grid.is_geographic else area_px * grid.pixel_area_m2
+            if row["area_m2"] < min_area_m2:
+                continue
+        rows.append(row)
+    rows.sort(key=lambda r: (-(r["area_m2"] if r["area_m2"] is not None else r["area_px"]), r["bbox_px"][1], r["bbox_px"][0], r["centroid_px"]))
+    conf = _confidences(prob_tif, [r["px"] for r in rows], [r["bbox_px"] for r in rows])
+    return [
+        Region(id=i, confidence=conf[i - 1], **{k: v for k, v in r.items() if k != "px"})
+        for i, r in enumerate(rows, start=1)
+    ]
+
+
+def _confidences(prob_tif: Path | None, polys: Sequence[BaseGeometry], boxes: Sequence[tuple[int, int, int, int]]) -> list[float]:
+    """Mean of change_prob under each pixel polygon (pixel centres inside), clipped to [0, 1]."""
+    if prob_tif is None:
+        return [1.0] * len(polys)
+    out = []
+    with rasterio.open(prob_tif) as ds:
+        dtype = np.dtype(ds.dtypes[0])
+        scale = 1.0 / np.iinfo(dtype).max if dtype.kind in "ui" else 1.0  # integer probabilities: full range = 1
+        for poly, (c0, r0, c1, r1) in zip(polys, boxes):
+            vals = ds.read(1, window=Window(c0, r0, c1 - c0, r1 - r0), masked=True)
+            inside = geometry_mask([poly], out_shape=vals.shape, transform=Affine.translation(c0, r0), invert=True)
+            v = np.asarray(vals.data, dtype=np.float64)[inside & ~np.ma.getmaskarray(vals)] * scale
+            v = v[np.isfinite(v)]
+            out.append(float(np.clip(v.mean(), 0.0, 1.0)) if v.size else 0.0)
+    return out
+
+
+# ---------------------------------------------------------------- classes
+
+
+def how_of(from_class: str, to_class: str) -> str:
+    """The S2M `how` of a transition (rule in the module of record, ARCHITECTURE section 4).
+
+    unknown on either side or from == to -> "changed"; into built_up/water/tree from another
+    class -> "appeared"; out of those into another class -> "disappeared"; else "converted".
+    """
+    if "unknown" in (from_class, to_class) or from_class == to_class:
+        return "changed"
+    if to_class in SALIENT_CLASSES and from_class not in SALIENT_CLASSES:
+        return "appeared"
+    if from_class in SALIENT_CLASSES and to_class not in SALIENT_CLASSES:
+        return "disappeared"
+    return "converted"
+
+
+def _majority(class_map: np.ndarray, inside: np.ndarray, names: Sequence[str], nodata: int) -> tuple[str, float | None]:
+    vals = class_map[inside]
+    vals = vals[(vals != nodata) & (vals < len(names))]
+    if vals.size == 0:
+        return "unknown", None
+    counts = np.bincount(vals.astype(np.int64), minlength=len(names))
+    k = int(np.argmax(counts))  # ties -> the lower class index (deterministic)
+    return names[k], float(counts[k] / vals.size)
+
+
+def assign_transitions(
+    regions: list[Region],
+    from_map: np.ndarray | None,
+    to_map: np.ndarray | None,
+    *,
+    grid: Grid,
+    class_names: Sequence[str] = VOCABULARY,
+    nodata: int = 255,
+) -> list[Region]:
+    """Majority from/to class per region from per-date class maps on `grid`, and its `how`.
+
+    Maps: integer (H, W), value i = class_names[i], `nodata` = unknown. A missing map leaves that
+    side "unknown". class_confidence = the smaller majority share of the two sides.
+    """
+    if from_map is None and to_map is None:
+        return list(regions)
+    for m in (from_map, to_map):
+        if m is not None and m.shape != grid.shape:
+            raise InputError(f"class map shape {m.shape} differs from the grid {grid.shape}: classify on the same grid")
+    out = []
+    for reg in regions:
+        c0, r0, c1, r1 = reg.bbox_px
+        inside = geometry_mask(
+            [pixel_polygon(reg, grid)], out_shape=(r1 - r0, c1 - c0), transform=Affine.translation(c0, r0), invert=True
+        )
+        sides = []
+        for m in (from_map, to_map):
+            sides.append(("unknown", None) if m is None else _majority(m[r0:r1, c0:c1], inside, class_names, nodata))
+        (fc, fs), (tc, ts) = sides
+        shares = [s for s in (fs, ts) if s is not None]
+        out.append(
+            reg.model_copy(
+                update={"from_class": fc, "to_class": tc, "how": how_of(fc, tc), "class_confidence": min(shares) if shares else None}
+            )
+        )
+    return out
+
+
+# ---------------------------------------------------------------- S2M quadruples and filtering
+
+
+def quadruples(regions: list[Region], grid: Grid) -> list[Quadruple]:
+    """One quadruple per (sector, from, to, how), largest total area first (S2M grouping)."""
+    groups: dict[tuple[str, str, str, str], list[Region]] = defaultdict(list)
+    for r in regions:
+        groups[(r.sector, r.from_class, r.to_class, r.how)].append(r)
+    geo = grid.georeferenced
+    quads = []
+    for (sector, fc, tc, how), regs in groups.items():
+        if geo:
+            bounds = np.array([shape(r.polygon).bounds for r in regs])
+            bbox = (bounds[:, 0].min(), bounds[:, 1].min(), bounds[:, 2].max(), bounds[:, 3].max())
+            weights = np.array([r.area_m2 or 0.0 for r in regs])
+            pts = np.array([r.centroid_lonlat for r in regs])
+            w = weights if weights.sum() > 0 else np.ones(len(regs))
+            lonlat = (float(np.average(pts[:, 0], weights=w)), float(np.average(pts[:, 1], weights=w)))
+            areas = {"total_area_m2": float(weights.sum())}
+        else:
+            b = np.array([r.bbox_px for r in regs])
+            bbox = (b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max())
+            lonlat = None
+            areas = {"total_area_px": int(sum(r.area_px for r in regs))}
+        quads.append(
+            Quadruple(
+                where=Where(sector=sector, bbox=tuple(float(v) for v in bbox), lonlat=lonlat),
+                what=What(**{"from": fc, "to": tc}),
+                how=how,
+                how_many=len(regs),
+                region_ids=sorted(r.id for r in regs),
+                **areas,
+            )
+        )
+    order = {s: i for i, s in enumerate(SECTORS)}
+    quads.sort(key=lambda q: (-(q.total_area_m2 if q.total_area_m2 is not None else q.total_area_px), order[q.where.sector], q.what.from_, q.what.to, q.how))
+    return quads
+
+
+def filter_regions(regions: list[Region], query: ChangeQuery, grid: Grid) -> list[Region]:
+    """Regions matching the query's area, classes (query.wants), direction and min_area_m2.
+
+    min_area_m2 applies only where area_m2 is known (not on unreferenced scenes); a bbox area
+    on an unreferenced scene is an InputError (there are no lon/lat to compare with).
+    """
+    area = query.area
+    sel = None
+    if isinstance(area, BBoxArea):
+        if not grid.georeferenced:
+            raise InputError(
+                "this scene has no georeference, so a lon/lat box cannot be placed on it: ask about a sector "
+                "(e.g. 'the north-east') or the whole scene instead"
+            )
+        sel = box(*area.bbox)
+    hows = _DIRECTION_HOWS.get(query.direction)
+    out = []
+    for r in regions:
+        if isinstance(area, SectorArea) and r.sector != area.sector:
+            continue
+        if sel is not None and not sel.intersects(shape(r.polygon)):
+            continue
+        if not query.wants(r.from_class, r.to_class):
+            continue
+        if hows is not None and r.how not in hows:
+            continue
+        if r.area_m2 is not None and r.area_m2 < query.min_area_m2:
+            continue
+        out.append(r)
+    return out
