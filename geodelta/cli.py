@@ -106,13 +106,28 @@ def _print_detect(summary: dict, out_dir: Path) -> None:
 
 @app.command()
 def demo(
-    out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("geodelta-demo"),
-    quiet: Quiet = False,
+    out_dir: Annotated[Path, typer.Option("--out", help="Output folder (maps, summary, memory file).")] = Path("geodelta-demo"),
+    as_json: Json = False,
 ) -> None:
-    """Run GeoDelta on the bundled Landsat scene (farmland built over in Taizhou, 2000 -> 2003)."""
+    """Ask "Where did farmland get built over?" of the bundled Landsat scene (Taizhou, 2000 -> 2003)."""
+    from geodelta.agent.api import Assistant
+    from geodelta.settings import Settings
+
     before, after = demo_scene()
-    err.print(f"Demo scene: {before.name} -> {after.name} (Landsat 7, USGS public domain)")
-    detect([before, after], out_dir=out_dir, method="irmad", aoi=None, min_area_m2=0.0, tile=1024, as_json=False, quiet=quiet)
+    question = "Where did farmland get built over?"
+    err.print(f"Demo scene: {before.name} -> {after.name} (Landsat 7 ETM+, USGS, public domain)")
+    err.print(f"Question: {question}  [planner: embedded, no server, no downloads]")
+    out_dir = out_dir.resolve()
+    assistant = Assistant(Settings(out=out_dir, db=out_dir / "geodelta.db", backend="embedded"))
+    try:
+        answer = assistant.ask(question, before=before, after=after)
+    finally:
+        assistant.close()
+    if as_json:
+        print(answer.model_dump_json(indent=2))
+        return
+    _print_answer(answer)
+    out.print(f"[dim]audit trail: geodelta audit show {answer.audit_id} --db {out_dir / 'geodelta.db'}[/dim]")
 
 
 @app.command()

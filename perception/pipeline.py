@@ -259,6 +259,10 @@ def landcover_stage(pair: AlignedPair, regions: list[Region], *, tile: int = 102
     for r in regions:
         g = transform_geom("EPSG:4326", grid.crs, r.polygon) if grid.georeferenced else r.polygon
         geoms.append((r.id, g, r.bbox_px))
+    # One set of scene-adapted thresholds per date, fitted on a scene-wide sample, so every tile
+    # classifies with the same rules (no seams at tile edges).
+    sample_a, sample_b = pair.sample()
+    params_a, params_b = landcover.fit(sample_a, roles), landcover.fit(sample_b, roles)
     max_id = max(r.id for r in regions) + 1
     hist_from = np.zeros((max_id, n_cls), np.int64)
     hist_to = np.zeros((max_id, n_cls), np.int64)
@@ -272,8 +276,8 @@ def landcover_stage(pair: AlignedPair, regions: list[Region], *, tile: int = 102
             continue
         labels = rasterize(shapes, out_shape=(int(win.height), int(win.width)), transform=window_transform(win, grid.transform), fill=0, dtype="int32")
         a, b, valid = pair.read(win)
-        cls_a, conf_a = landcover.classify(a, roles, valid)
-        cls_b, conf_b = landcover.classify(b, roles, valid)
+        cls_a, conf_a = landcover.classify(a, roles, valid, params=params_a)
+        cls_b, conf_b = landcover.classify(b, roles, valid, params=params_b)
         m = (labels > 0) & valid
         lab = labels[m]
         np.add.at(hist_from, (lab, cls_a[m]), 1)
@@ -293,4 +297,4 @@ def landcover_stage(pair: AlignedPair, regions: list[Region], *, tile: int = 102
         how = transitions.how_of(f, t)
         out.append(r.model_copy(update={"from_class": f, "to_class": t, "how": how, "class_confidence": round(float(conf_sum[r.id] / n), 3)}))
         counts[f"{f}->{t}"] = counts.get(f"{f}->{t}", 0) + 1
-    return out, {"rule_set": rule_set, "classes_known": True, "roles": roles, "transitions": dict(sorted(counts.items(), key=lambda kv: -kv[1]))}
+    return out, {"rule_set": rule_set, "classes_known": True, "caveat": landcover.CAVEATS.get(rule_set), "roles": roles, "transitions": dict(sorted(counts.items(), key=lambda kv: -kv[1]))}

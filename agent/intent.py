@@ -1,0 +1,355 @@
+"""Question -> `ChangeQuery` without an LLM: a lexicon plus wordllama word-embedding similarity.
+
+`parse_question(text, previous)` reads a vague question ("where did farmland get built over?") into
+the explicit change-of-interest (ReasonCD's first stage) and says why (`matched`, `rationale`).
+Deterministic: no randomness, the same text always gives the same result. Offline: wordllama's
+16 MB weights and tokenizer ship inside its wheel and are loaded from the package folder.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geodelta.agent import intent_lexicon as L
+from geodelta.agent.intent_areas import AreaReading, read_area, read_min_area
+from geodelta.contracts import VOCABULARY, ChangeQuery
+
+# Cosine similarity (wordllama l2_supercat, 256-d) above which an unknown word is read as the nearest
+# lexicon phrase; 0.5 keeps plural/derived forms ("woodlands" 0.87, "urbanization" 0.84) and rejects
+# function words (< 0.35) on the tune split. Typos go through difflib first (ratio >= 0.84).
+EMBED_MIN_SIM = 0.5
+TYPO_MIN_RATIO = 0.84
+
+
+@dataclass(frozen=True)
+class IntentResult:
+    """The reading of one question: a query (None when it cannot be resolved), or a question back."""
+
+    query: ChangeQuery | None
+    clarify: str | None = None
+    confidence: float = 0.0
+    matched: dict[str, Any] = field(default_factory=dict)
+
+
+@functools.cache
+def load_wordllama():
+    """wordllama's bundled model, loaded from the installed package folder (no network, once per process).
+
+    `WordLlama.load(disable_download=True)` alone looks for the tokenizer in the wrong folder; passing the
+    package folder as `cache_dir` resolves both the weights and the tokenizer config from the wheel.
+    """
+    import wordllama
+    from wordllama import WordLlama
+
+    return WordLlama.load(cache_dir=Path(wordllama.__file__).parent, disable_download=True)
+
+
+def _stem(word: str) -> str:
+    """Light plural stemming so "lakes", "marshes", "paddies" hit the lexicon."""
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 4 and word.endswith(("ches", "shes", "sses", "xes")):
+        return word[:-2]
+    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        return word[:-1]
+    return word
+
+
+def _key(words: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(_stem(w) for w in words)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    kind: str  # "class" | "role" | "fire" | "transition" | "oov" | "appear_phrase"
+    classes: tuple[str, ...] = ()
+    role: str | None = None
+    to: tuple[str, ...] = ()
+    label: str = ""
+
+
+@functools.cache
+def _lexicon() -> dict[tuple[str, ...], _Entry]:
+    """Stemmed phrase -> entry; role-bearing phrases win over plain class phrases."""
+    lex: dict[tuple[str, ...], _Entry] = {}
+    for classes, text in L.CLASS_PHRASES.items():
+        singles, *multi = text.split(",")  # "w1 w2 ..., phrase one, phrase two"
+        for p in [[w] for w in singles.split()] + [m.split() for m in multi]:
+            lex[_key(p)] = _Entry("class", tuple(classes))
+    for p, (classes, role) in L.ROLE_PHRASES.items():
+        lex[_key(p.split())] = _Entry("role", classes, role)
+    for p in L.FIRE_PHRASES:
+        lex[_key(p.split())] = _Entry("fire", ("bare_ground",), "to")
+    for p, (frm, to) in L.TRANSITION_PHRASES.items():
+        lex[_key(p.split())] = _Entry("transition", frm, "from", to)
+    for p, label in L.OUT_OF_VOCABULARY.items():
+        lex[_key(p.split())] = _Entry("oov", ("other",), None, label=label)
+    for p in L.APPEAR_PHRASES:
+        lex[_key(p.split())] = _Entry("appear_phrase")
+    return lex
+
+
+@functools.cache
+def _known_words() -> tuple[str, ...]:
+    """Every word the parser knows, sorted (difflib typo correction is then deterministic)."""
+    words = {w for k in _lexicon() for w in k} | L.APPEAR | L.DISAPPEAR | L.GENERIC_CHANGE | L.STOPWORDS
+    words |= L.FORWARD_WORDS | L.REVERSE_WORDS | L.EXPANSION_VERBS | set(L.VERTICAL) | set(L.HORIZONTAL)
+    words |= set(L.COMPOUND_SECTORS) | L.CENTRE | L.PART_WORDS | L.OFF_WORLD
+    return tuple(sorted(words))
+
+
+@functools.cache
+def _embedding_table() -> tuple[tuple[tuple[str, ...], ...], np.ndarray]:
+    """Single-word lexicon phrases and their unit-norm wordllama embeddings, shape (n, 256) float32."""
+    keys = tuple(sorted(k for k, e in _lexicon().items() if len(k) == 1 and e.kind in ("class", "role", "fire")))
+    emb = load_wordllama().embed([k[0] for k in keys], norm=True)
+    return keys, emb
+
+
+def _nearest(word: str) -> tuple[tuple[str, ...] | None, float]:
+    keys, emb = _embedding_table()
+    v = load_wordllama().embed([word], norm=True)[0]
+    sims = emb @ v
+    i = int(np.argmax(sims))
+    return keys[i], float(sims[i])
+
+
+_TOKEN = re.compile(r"[a-z]+|->|,|&")
+
+
+def _tokenise(text: str, matched: dict[str, Any]) -> list[str]:
+    """Lower-case word tokens; unknown words of 5+ letters are typo-corrected against the lexicon."""
+    out = []
+    known = set(_known_words())
+    for tok in _TOKEN.findall(text.lower().replace("’", "'").replace("'d ", " did ")):
+        if tok.isalpha() and len(tok) >= 5 and tok not in known and _stem(tok) not in known:
+            close = difflib.get_close_matches(tok, _known_words(), n=1, cutoff=TYPO_MIN_RATIO) or \
+                difflib.get_close_matches(_stem(tok), _known_words(), n=1, cutoff=TYPO_MIN_RATIO)
+            if close:
+                matched.setdefault("typos", {})[tok] = close[0]
+                tok = close[0]
+        out.append(tok)
+    return out
+
+
+@dataclass
+class _Mention:
+    start: int
+    end: int
+    classes: tuple[str, ...]
+    role: str | None
+    text: str
+    fire: bool = False
+    fixed: bool = False  # the role came from the lexicon ("deforestation"), not from the sentence
+
+
+def _mentions(tokens: list[str], matched: dict[str, Any]) -> tuple[list[_Mention], list[str], set[int]]:
+    """Longest-first phrase matching, then embedding similarity for leftover content words."""
+    lex = _lexicon()
+    stems = [_stem(t) for t in tokens]
+    mentions: list[_Mention] = []
+    oov: list[str] = []
+    used: set[int] = set()
+    i = 0
+    while i < len(tokens):
+        for n in (4, 3, 2, 1):
+            e = lex.get(tuple(stems[i:i + n])) if i + n <= len(tokens) else None
+            if e is None:
+                continue
+            text = " ".join(tokens[i:i + n])
+            used.update(range(i, i + n))
+            if e.kind == "oov":
+                oov.append(e.label)
+            elif e.kind == "transition":
+                mentions.append(_Mention(i, i + n, e.classes, "from", text))
+                mentions.append(_Mention(i, i + n, e.to, "to", text))
+            elif e.kind != "appear_phrase":
+                mentions.append(_Mention(i, i + n, e.classes, e.role, text, fire=e.kind == "fire"))
+            if e.kind != "appear_phrase":
+                matched.setdefault("classes", {})[text] = list(e.to or e.classes) if e.kind != "transition" else {"from": list(e.classes), "to": list(e.to)}
+            i += n
+            break
+        else:
+            tok = tokens[i]
+            if tok.isalpha() and len(tok) >= 4 and tok not in _known_words() and _stem(tok) not in _known_words():
+                key, sim = _nearest(tok)
+                if key is not None and sim >= EMBED_MIN_SIM:
+                    e = lex[key]
+                    mentions.append(_Mention(i, i + 1, e.classes, e.role, tok, fire=e.kind == "fire"))
+                    matched.setdefault("embedding", {})[tok] = {"nearest": key[0], "similarity": round(sim, 3)}
+                    matched.setdefault("classes", {})[tok] = list(e.classes)
+                    used.add(i)
+            i += 1
+    return mentions, oov, used
+
+
+def _merge(mentions: list[_Mention], tokens: list[str]) -> list[_Mention]:
+    """Join neighbours naming the same classes, or joined by and/or/commas, when their roles agree."""
+    groups: list[_Mention] = []
+    for m in mentions:
+        if groups:
+            g = groups[-1]
+            gap = tokens[g.end:m.start]
+            same = set(g.classes) == set(m.classes)
+            conj = (not gap and same) or (gap and set(gap) <= L.CONJUNCTIONS and set(gap) & {"and", "or", ",", "&", "plus", "nor"})
+            if (same or conj) and (g.role is None or m.role is None or g.role == m.role) and not (g.start == m.start):
+                classes = tuple(c for c in VOCABULARY if c in set(g.classes) | set(m.classes))
+                groups[-1] = _Mention(g.start, m.end, classes, g.role or m.role, f"{g.text} {m.text}", g.fire or m.fire)
+                continue
+        groups.append(m)
+    return groups
+
+
+def _connector(tokens: list[str], a: _Mention, b: _Mention) -> str | None:
+    """'forward' (a before, b after), 'reverse' (b before, a after) or None, from the words between."""
+    gap = " ".join(tokens[a.end:b.start])
+    words = gap.split()
+    if any(p in gap for p in L.REVERSE_PHRASES):
+        return "reverse"
+    if any(p in gap for p in L.FORWARD_PHRASES):
+        return "forward"
+    if {"into", "onto", "on", "over", "upon"} & set(words) and L.EXPANSION_VERBS & set(tokens[: b.start]):
+        return "reverse"
+    if L.REVERSE_WORDS & set(words):
+        return "reverse"
+    if L.FORWARD_WORDS & set(words) or "->" in words:
+        return "forward"
+    return None
+
+
+def _assign_roles(groups: list[_Mention], tokens: list[str], cues: dict[str, int]) -> None:
+    """Give every group a role ('from' before / 'to' after) from connectors, fixed roles and cues."""
+    for a, b in zip(groups, groups[1:]):
+        if a.role and b.role:
+            continue
+        conn = _connector(tokens, a, b)
+        if conn == "forward" or (conn is None and a.role is None and b.role is None):
+            a.role, b.role = a.role or "from", b.role or "to"
+            if a.role == b.role:  # a fixed role wins; the other side takes the opposite
+                (a if b.role and a.role == b.role and a.role != "from" else b).role = "from" if a.role == "to" else "to"
+        elif conn == "reverse":
+            a.role, b.role = a.role or "to", b.role or "from"
+        else:
+            fixed = a.role or b.role
+            other = "from" if fixed == "to" else "to"
+            a.role, b.role = a.role or other, b.role or other
+    if len(groups) == 1 and groups[0].role is None:
+        g = groups[0]
+        g.role = "to" if cues["appear"] > cues["disappear"] else "from"
+
+
+def _cues(tokens: list[str], used: set[int]) -> dict[str, int]:
+    text = " ".join(tokens)
+    appear = sum(t in L.APPEAR for i, t in enumerate(tokens) if i not in used) + sum(p in text for p in L.APPEAR_PHRASES)
+    disappear = sum(t in L.DISAPPEAR for i, t in enumerate(tokens) if i not in used)
+    if any(p in text for p in L.APPEAR_PHRASES):
+        disappear -= sum(t in ("go", "went", "gone") for t in tokens)
+    generic = sum(t in L.GENERIC_CHANGE for t in tokens)
+    return {"appear": appear, "disappear": max(disappear, 0), "generic": generic}
+
+
+def _report(text: str) -> list[str]:
+    found = [item for item, cues in L.REPORT_CUES.items() if any(re.search(rf"\b{c}", text) for c in cues)]
+    return found or ["where", "how_much", "count"]
+
+
+def _classes(groups: list[_Mention], role: str) -> list[str]:
+    chosen = {c for g in groups if g.role == role for c in g.classes}
+    return [c for c in VOCABULARY if c in chosen]
+
+
+def _label(classes: list[str]) -> str:
+    return " or ".join(c.replace("_", " ") for c in classes) if classes else "any class"
+
+
+def _rationale(q: ChangeQuery, area: AreaReading) -> str:
+    what = {"appear": f"new {_label(q.to_classes)} (from {_label(q.from_classes)})",
+            "disappear": f"{_label(q.from_classes)} that disappeared (to {_label(q.to_classes)})",
+            "convert": f"{_label(q.from_classes)} converted to {_label(q.to_classes)}",
+            "any": f"any change from {_label(q.from_classes)} to {_label(q.to_classes)}"}[q.direction]
+    size = f", regions of at least {q.min_area_m2:g} m²" if q.min_area_m2 else ""
+    return f"Read as {what}, {area.describe()}{size}."
+
+
+def parse_question(text: str, previous: ChangeQuery | None = None) -> IntentResult:
+    """Read a question into a `ChangeQuery`; with `previous`, an elliptic follow-up inherits its fields.
+
+    Returns `clarify` (a question to ask back) when the area does not exist, a class is outside the
+    vocabulary, or nothing in the text is about land change.
+    """
+    matched: dict[str, Any] = {}
+    raw = " ".join(text.split())
+    area, rest = read_area(raw.lower())
+    min_area, rest = read_min_area(rest)
+    if area.note:
+        matched["area"] = area.note
+    if min_area is not None:
+        matched["min_area"] = min_area[1]
+    tokens = _tokenise(rest, matched)
+    mentions, oov, used = _mentions(tokens, matched)
+    cues = _cues(tokens, used)
+    groups = _merge(mentions, tokens)
+    for g in groups:
+        g.fixed = g.role is not None
+    _assign_roles(groups, tokens, cues)
+    frm, to = _classes(groups, "from"), _classes(groups, "to")
+    if any(g.fire for g in groups) and not frm:
+        frm = list(L.FIRE_FROM)
+    has_content = bool(groups) or cues["appear"] or cues["disappear"]
+    if frm and to:
+        direction = "convert"
+    elif to:
+        direction = "appear"
+    elif frm:
+        named_loss = cues["disappear"] or any(g.fixed for g in groups) or not cues["generic"]
+        direction = "disappear" if named_loss else "any"
+    else:
+        direction = "appear" if cues["appear"] > cues["disappear"] else "disappear" if cues["disappear"] else "any"
+    inherited = previous is not None and not has_content
+    if inherited:
+        frm, to, direction = list(previous.from_classes), list(previous.to_classes), previous.direction
+        matched["inherited"] = ["from_classes", "to_classes", "direction"]
+    report = _report(" ".join(tokens))
+    if inherited and not any(re.search(rf"\b{c}", " ".join(tokens)) for cues_ in L.REPORT_CUES.values() for c in cues_):
+        report = list(previous.report)
+    area_model = area.area
+    if area_model is None and previous is not None and (inherited or _is_follow_up(tokens)):
+        area_model = previous.area.model_dump(mode="json")
+    min_m2 = min_area[0] if min_area is not None else (previous.min_area_m2 if previous is not None and (inherited or _is_follow_up(tokens)) else 0.0)
+
+    if area.impossible:
+        return IntentResult(None, area.impossible, 0.1, matched)
+    if oov:
+        what = sorted(set(oov))[0]
+        q = ChangeQuery(from_classes=frm or ["other"], to_classes=to, direction="convert" if to else "disappear",
+                        area=area_model or {"kind": "scene"}, min_area_m2=min_m2, report=report,
+                        rationale=f"{what.capitalize()} is not a land-cover class here; the closest is 'other'.")
+        ask = (f"I cannot map {what}: my classes are {', '.join(c.replace('_', ' ') for c in VOCABULARY)}. "
+               f"Shall I look for changes of the class 'other' (or water and bare ground appearing) instead?")
+        matched["out_of_vocabulary"] = sorted(set(oov))
+        return IntentResult(q, ask, 0.3, matched)
+    if not has_content and not cues["generic"] and not inherited and area.area is None and min_area is None:
+        return IntentResult(None, "I answer questions about how land cover changed between two images, e.g. "
+                            "'where did farmland get built over?' or 'did the lake shrink?'. What change should I look for?",
+                            0.1, matched)
+    q = ChangeQuery(from_classes=frm, to_classes=to, direction=direction, area=area_model or {"kind": "scene"},
+                    min_area_m2=min_m2, report=report)
+    q = q.model_copy(update={"rationale": _rationale(q, area if area.area is not None or area_model is None else AreaReading(area_model))})
+    matched["roles"] = {g.text: g.role for g in groups}
+    confidence = 0.9 if groups else (0.8 if inherited else 0.6)
+    confidence -= 0.05 * len(matched.get("typos", {})) + 0.1 * len(matched.get("embedding", {})) + (0.1 if area.note else 0)
+    return IntentResult(q, None, round(max(confidence, 0.2), 2), matched)
+
+
+def _is_follow_up(tokens: list[str]) -> bool:
+    """Elliptic follow-ups ("and in the north?", "what about ...", "of that") keep the previous scope."""
+    text = " ".join(tokens)
+    return bool(tokens) and (tokens[0] in ("and", "also", "only", "just", "now") or any(
+        p in text for p in ("what about", "how about", "of that", "of those", "of them", "the ones", "same")))
