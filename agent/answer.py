@@ -116,10 +116,13 @@ def compose(messages: list[AnyMessage], history: list[AnyMessage], workspace: Wo
     # The per-sector breakdown is in the caption; each number it states is cited here.
     for quad in desc["quadruples"][:3]:
         evidence.append(Evidence(tool_call_id=d_id, tool="describe_changes", claim=f"area in the {quad['where']['sector']} ({quad['what']['from']} -> {quad['what']['to']})", value=quad.get("total_area_m2", quad.get("total_area_px"))))
+    text += _when(results.get("detect_series"), query, evidence, caveats)
     cap = results.get("caption_changes")
     if cap:
         text += " " + cap[1]["caption"]
     maps = dict(results["render_map"][1]["maps"]) if "render_map" in results else {}
+    if "detect_series" in results:
+        maps["timeline"] = results["detect_series"][1]["timeline_png"]
     confs = [r.confidence for r in regions]
     confidence = sum(confs) / len(confs) if confs else 0.0
     if classes_known and lc:
@@ -138,6 +141,33 @@ def compose(messages: list[AnyMessage], history: list[AnyMessage], workspace: Wo
         audit_id=audit_id,
         thread_id=thread_id,
     )
+
+
+def _when(series: tuple[str, dict[str, Any]] | None, query: ChangeQuery, evidence: list[Evidence], caveats: list[str]) -> str:
+    """' Most of it changed between DATE and DATE (N ha).' from a detect_series result: the interval in which
+    most of the answer's regions first changed (`asked`), else where most of the scene first changed."""
+    if not series:
+        return ""
+    s_id, res = series
+    asked = res.get("asked")
+    if asked and asked.get("main_interval"):
+        iv = asked["by_interval"][asked["main_interval"] - 1]
+        value, start, end = iv.get("m2", iv["px"]), iv["start"], iv["end"]
+        area = format_area(m2=iv["m2"]) if "m2" in iv else format_area(px=iv["px"])
+        subject = "Most of it"
+    elif res.get("main_interval") and not asked:
+        iv = res["intervals"][res["main_interval"] - 1]
+        value = iv["first_change_m2"] if iv.get("first_change_m2") is not None else iv["first_change_px"]
+        start, end = iv["start"], iv["end"]
+        area = format_area(m2=value) if iv.get("first_change_m2") is not None else format_area(px=int(value))
+        subject = "Most of the change in the scene"
+    else:
+        return ""
+    evidence.append(Evidence(tool_call_id=s_id, tool="detect_series", claim=f"area that first changed between {start} and {end}", value=value))
+    if query.from_classes or query.to_classes:
+        caveats.append("Dates come from change between consecutive images, without land-cover classes per date: a region "
+                       "is dated by when its pixels first changed, whatever they changed into then.")
+    return f" {subject} changed between {start} and {end} ({area})."
 
 
 _NUM = re.compile(r"\d[\d,]*(?:\.\d+)?")

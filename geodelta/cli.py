@@ -71,26 +71,51 @@ def demo_scene() -> tuple[Path, Path]:
 
 @app.command()
 def detect(
-    images: Annotated[list[Path], typer.Argument(help="BEFORE AFTER: GeoTIFF, PNG/JPEG/BMP, ENVI, or a Sentinel-2 band folder.")],
+    images: Annotated[list[Path], typer.Argument(help="BEFORE AFTER (or more dates, oldest first): GeoTIFF, PNG/JPEG/BMP, ENVI, or a Sentinel-2 band folder.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("geodelta-out"),
     method: Annotated[str, typer.Option(help="Change masker: irmad (default), cva, learned.")] = "irmad",
     aoi: Annotated[Optional[str], typer.Option(help="west,south,east,north in lon/lat degrees.")] = None,
     min_area_m2: Annotated[float, typer.Option("--min-area-m2", help="Drop regions smaller than this (m²).")] = 0.0,
     tile: Annotated[int, typer.Option(help="Tile edge in pixels (peak memory follows it).")] = 1024,
+    engine: Annotated[str, typer.Option(help="Where tiles run: local (default) or dask.")] = "local",
+    scheduler: Annotated[Optional[str], typer.Option(help="Dask scheduler address tcp://HOST:PORT (engine dask).")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Local Dask worker processes when no --scheduler (engine dask).")] = None,
+    dates: Annotated[Optional[str], typer.Option(help="One date per image, oldest first: 2009-08-18,2012-07-31,... (default: from metadata).")] = None,
     as_json: Json = False,
     quiet: Quiet = False,
 ) -> None:
-    """Find where the land changed between two images and write maps, regions and a summary."""
+    """Find where the land changed between two images (or along a time series) and write maps, regions and a summary."""
     from geodelta.perception.pipeline import run_detect
 
-    if len(images) != 2:
-        raise InputError(f"detect needs exactly two images (BEFORE AFTER), got {len(images)}")
+    if len(images) < 2:
+        raise InputError(f"detect needs two images (BEFORE AFTER) or more dates oldest first, got {len(images)}")
+    if engine != "dask" and (scheduler or workers):
+        raise InputError("--scheduler and --workers need --engine dask")
+    engine_opts = {k: v for k, v in {"scheduler": scheduler, "workers": workers}.items() if v is not None}
+    kw = dict(method=method, aoi=_parse_aoi(aoi), min_area_m2=min_area_m2, tile=tile, engine=engine, engine_opts=engine_opts)
     with _progress(not (quiet or as_json)) as progress:
-        summary = run_detect(images[0], images[1], out_dir, method=method, aoi=_parse_aoi(aoi), min_area_m2=min_area_m2, tile=tile, progress=progress)
+        if len(images) > 2:
+            from geodelta.perception.series import parse_dates, run_series
+
+            summary = run_series(images, out_dir, dates=parse_dates(dates), progress=progress, **kw)
+        else:
+            summary = run_detect(images[0], images[1], out_dir, progress=progress, **kw)
     if as_json:
         print(json.dumps(summary, indent=2))
         return
+    if len(images) > 2:
+        _print_series(summary, out_dir)
+        return
     _print_detect(summary, out_dir)
+
+
+def _print_series(summary: dict, out_dir: Path) -> None:
+    for iv in summary["intervals"]:
+        c = iv["change"]
+        area = f"{c['changed_m2'] / 1e4:,.1f} ha" if "changed_m2" in c else f"{c['changed_px']:,} px"
+        first = f"{iv['first_change_m2'] / 1e4:,.1f} ha" if "first_change_m2" in iv else f"{iv['first_change_px']:,} px"
+        out.print(f"  interval {iv['interval']}: {iv['start']} -> {iv['end']}: {area} changed, {first} for the first time ({iv['dir']}/)")
+    out.print(f"outputs in {out_dir}/: first_change.tif, timeline.png, summary.json")
 
 
 def _print_detect(summary: dict, out_dir: Path) -> None:
@@ -227,6 +252,12 @@ def bench_change(ctx: typer.Context) -> None:
 def bench_intent(ctx: typer.Context) -> None:
     """Per-field accuracy of the embedded planner on the question set (tune / held-out)."""
     _run_benchmark("intent", list(ctx.args))
+
+
+@bench_app.command("landcover", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench_landcover(ctx: typer.Context) -> None:
+    """Land cover vs real labels: OSCD urban change, CORINE arable -> urban, Taizhou farmland built over."""
+    _run_benchmark("landcover", list(ctx.args))
 
 
 @bench_app.command("scale", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

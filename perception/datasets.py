@@ -67,7 +67,7 @@ def labelled_pairs(data: Path, domains: tuple[str, ...] | list[str] | None = Non
             yield LabelledPair("whu", lab.stem, root / "A" / lab.name, root / "B" / lab.name, lab, _binary_255)
     if "sztaki" in domains:
         root = data / "sztaki"
-        for d in sorted((root / "Szada").iterdir(), key=lambda p: p.name) if (root / "Szada").is_dir() else []:
+        for d in sorted((p for p in (root / "Szada").iterdir() if p.is_dir()), key=lambda p: p.name) if (root / "Szada").is_dir() else []:
             yield LabelledPair("sztaki", f"Szada/{d.name}", d / "im1.png", d / "im2.png", d / "gt.png", _binary_255)
         if (root / "Archieve").is_dir():
             d = root / "Archieve"

@@ -8,9 +8,10 @@ corner are two regions, also across window borders).
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import rasterio
@@ -19,21 +20,21 @@ import shapely.affinity
 from affine import Affine
 from pyproj import CRS as ProjCRS
 from pyproj import Geod, Transformer
-from rasterio.features import geometry_mask, shapes
+from rasterio.features import geometry_mask, rasterize, shapes
 from rasterio.windows import Window
-from shapely.geometry import box, mapping, shape
+from shapely.geometry import box, shape
 from shapely.geometry.base import BaseGeometry
 from shapely.geometry.polygon import orient
 
 from geodelta.contracts import SECTORS, VOCABULARY, BBoxArea, ChangeQuery, Quadruple, Region, SectorArea, Where, What
 from geodelta.errors import InputError
 from geodelta.perception.grid import Grid
+from geodelta.perception.transitions import how_of
 
 CONNECTIVITY = 4  # rasterio.features.shapes default; see module docstring
 CHANGE = 1  # change.tif: 1 change, 0 no change, 255 nodata
 _GEOD = Geod(ellps="WGS84")
 # Classes whose arrival reads as "something appeared" (and whose loss as "disappeared").
-SALIENT_CLASSES = frozenset({"built_up", "water", "tree"})
 # ChangeQuery.direction -> the `how` values it keeps ("changed" = classes unknown: always kept).
 _DIRECTION_HOWS = {
     "appear": {"appeared", "expanded", "changed"},
@@ -103,11 +104,22 @@ def _apply(tr: Transformer, geom: BaseGeometry) -> BaseGeometry:
     return shapely.transform(geom, fn)
 
 
-def pixel_to_lonlat(geom: BaseGeometry, grid: Grid, tr: Transformer | None = None) -> BaseGeometry:
-    """Pixel (col, row) geometry -> EPSG:4326 (lon, lat) through the grid transform and CRS."""
-    t = grid.transform
-    in_crs = shapely.affinity.affine_transform(geom, [t.a, t.b, t.d, t.e, t.c, t.f])
-    return _apply(tr or _crs_transformer(grid), in_crs)
+def _pixel_to_lonlat_fn(grid: Grid):
+    """(N, 2) pixel (col, row) -> (N, 2) lon/lat through the grid transform and CRS."""
+    t, tr = grid.transform, _crs_transformer(grid)
+
+    def fn(xy: np.ndarray) -> np.ndarray:
+        x = t.a * xy[:, 0] + t.b * xy[:, 1] + t.c
+        y = t.d * xy[:, 0] + t.e * xy[:, 1] + t.f
+        lon, lat = tr.transform(x, y)
+        return np.column_stack([lon, lat])
+
+    return fn
+
+
+def pixel_to_lonlat(geom: BaseGeometry, grid: Grid) -> BaseGeometry:
+    """Pixel (col, row) geometry (or array of them) -> EPSG:4326 (lon, lat)."""
+    return shapely.transform(geom, _pixel_to_lonlat_fn(grid))
 
 
 def pixel_polygon(region: Region, grid: Grid) -> BaseGeometry:
@@ -142,7 +154,7 @@ def regions_from_rasters(
     area_m2: pixels x pixel area (projected CRS), geodesic WGS84 area (geographic CRS), None
     (not georeferenced). confidence: mean change_prob (float 0..1) inside the region; 1.0 when
     `prob_tif` is None. Regions under `min_area_px`, or under `min_area_m2` where area_m2 is
-    known, are dropped.
+    known, are dropped. Per-region work is vectorised (shapely/pyproj arrays).
     """
     with rasterio.open(change_tif) as ds:
         if (ds.width, ds.height) != (grid.width, grid.height):
@@ -150,74 +162,72 @@ def regions_from_rasters(
                 f"{change_tif} is {ds.width}x{ds.height} px but the grid is {grid.width}x{grid.height}: "
                 "describe the change raster on the grid it was written on"
             )
-    tr = _crs_transformer(grid) if grid.georeferenced else None
-    rows: list[dict[str, Any]] = []
-    for poly in polygonize_windows(change_tif, tile):
-        area_px = int(round(poly.area))
-        if area_px < min_area_px:
-            continue
-        x0, y0, x1, y1 = (int(round(v)) for v in poly.bounds)
-        c = poly.centroid
-        row: dict[str, Any] = {
-            "px": poly,
-            "bbox_px": (x0, y0, x1, y1),
-            "centroid_px": (float(c.x), float(c.y)),
-            "sector": grid.sector_of(c.x, c.y),
-            "area_px": area_px,
-            "area_m2": None,
-            "centroid_lonlat": None,
-            "polygon": mapping(poly),
-        }
-        if tr is not None:
-            ll = pixel_to_lonlat(poly, grid, tr)
-            cll = pixel_to_lonlat(c, grid, tr)
-            row["polygon"] = mapping(ll)
-            row["centroid_lonlat"] = (float(cll.x), float(cll.y))
-            row["area_m2"] = geodesic_area_m2(ll) if grid.is_geographic else area_px * grid.pixel_area_m2
-            if row["area_m2"] < min_area_m2:
-                continue
-        rows.append(row)
-    rows.sort(key=lambda r: (-(r["area_m2"] if r["area_m2"] is not None else r["area_px"]), r["bbox_px"][1], r["bbox_px"][0], r["centroid_px"]))
-    conf = _confidences(prob_tif, [r["px"] for r in rows], [r["bbox_px"] for r in rows])
-    return [
-        Region(id=i, confidence=conf[i - 1], **{k: v for k, v in r.items() if k != "px"})
-        for i, r in enumerate(rows, start=1)
-    ]
-
-
-def _confidences(prob_tif: Path | None, polys: Sequence[BaseGeometry], boxes: Sequence[tuple[int, int, int, int]]) -> list[float]:
-    """Mean of change_prob under each pixel polygon (pixel centres inside), clipped to [0, 1]."""
-    if prob_tif is None:
-        return [1.0] * len(polys)
+    polys = np.array(polygonize_windows(change_tif, tile), dtype=object)
+    area_px = np.rint(shapely.area(polys)).astype(np.int64)
+    polys, area_px = polys[area_px >= min_area_px], area_px[area_px >= min_area_px]
+    cxy = shapely.get_coordinates(shapely.centroid(polys)).reshape(-1, 2)
+    geoms, cll, area_m2 = polys, None, None
+    if grid.georeferenced:
+        fn = _pixel_to_lonlat_fn(grid)
+        geoms = shapely.transform(polys, fn)
+        cll = fn(cxy)
+        area_m2 = np.array([geodesic_area_m2(g) for g in geoms]) if grid.is_geographic else area_px * grid.pixel_area_m2
+        keep = area_m2 >= min_area_m2
+        polys, geoms, area_px, area_m2, cxy, cll = polys[keep], geoms[keep], area_px[keep], area_m2[keep], cxy[keep], cll[keep]
+    boxes = np.rint(shapely.bounds(polys)).astype(np.int64).reshape(-1, 4)
+    size = area_m2 if area_m2 is not None else area_px
+    order = np.lexsort((cxy[:, 1], cxy[:, 0], boxes[:, 0], boxes[:, 1], -size))  # last key sorts first
+    conf = _confidences(prob_tif, polys[order], boxes[order], tile)
     out = []
-    with rasterio.open(prob_tif) as ds:
-        dtype = np.dtype(ds.dtypes[0])
-        scale = 1.0 / np.iinfo(dtype).max if dtype.kind in "ui" else 1.0  # integer probabilities: full range = 1
-        for poly, (c0, r0, c1, r1) in zip(polys, boxes):
-            vals = ds.read(1, window=Window(c0, r0, c1 - c0, r1 - r0), masked=True)
-            inside = geometry_mask([poly], out_shape=vals.shape, transform=Affine.translation(c0, r0), invert=True)
-            v = np.asarray(vals.data, dtype=np.float64)[inside & ~np.ma.getmaskarray(vals)] * scale
-            v = v[np.isfinite(v)]
-            out.append(float(np.clip(v.mean(), 0.0, 1.0)) if v.size else 0.0)
+    for i, k in enumerate(order):
+        out.append(
+            Region(
+                id=i + 1,
+                polygon=json.loads(shapely.to_geojson(geoms[k])),
+                bbox_px=tuple(int(v) for v in boxes[k]),
+                centroid_px=(float(cxy[k, 0]), float(cxy[k, 1])),
+                centroid_lonlat=None if cll is None else (float(cll[k, 0]), float(cll[k, 1])),
+                sector=grid.sector_of(cxy[k, 0], cxy[k, 1]),
+                area_m2=None if area_m2 is None else float(area_m2[k]),
+                area_px=int(area_px[k]),
+                confidence=conf[i],
+            )
+        )
     return out
 
 
-# ---------------------------------------------------------------- classes
+def _confidences(prob_tif: Path | None, polys: np.ndarray, boxes: np.ndarray, tile: int) -> list[float]:
+    """Mean of change_prob under each pixel polygon (pixel centres inside), clipped to [0, 1].
 
-
-def how_of(from_class: str, to_class: str) -> str:
-    """The S2M `how` of a transition (rule in the module of record, ARCHITECTURE section 4).
-
-    unknown on either side or from == to -> "changed"; into built_up/water/tree from another
-    class -> "appeared"; out of those into another class -> "disappeared"; else "converted".
+    Window by window: the polygons meeting a window are burnt as labels (one rasterize call) and
+    the probabilities summed per label, so the cost does not grow with one read per region.
     """
-    if "unknown" in (from_class, to_class) or from_class == to_class:
-        return "changed"
-    if to_class in SALIENT_CLASSES and from_class not in SALIENT_CLASSES:
-        return "appeared"
-    if from_class in SALIENT_CLASSES and to_class not in SALIENT_CLASSES:
-        return "disappeared"
-    return "converted"
+    n = len(polys)
+    if prob_tif is None:
+        return [1.0] * n
+    sums, counts = np.zeros(n + 1), np.zeros(n + 1)
+    with rasterio.open(prob_tif) as ds:
+        dtype = np.dtype(ds.dtypes[0])
+        scale = 1.0 / np.iinfo(dtype).max if dtype.kind in "ui" else 1.0  # integer probabilities: full range = 1
+        for r0 in range(0, ds.height, tile):
+            for c0 in range(0, ds.width, tile):
+                w, h = min(tile, ds.width - c0), min(tile, ds.height - r0)
+                hit = np.nonzero((boxes[:, 0] < c0 + w) & (boxes[:, 2] > c0) & (boxes[:, 1] < r0 + h) & (boxes[:, 3] > r0))[0]
+                if hit.size == 0:
+                    continue
+                labels = rasterize(
+                    zip(polys[hit], (hit + 1).tolist()), out_shape=(h, w), transform=Affine.translation(c0, r0), fill=0, dtype="int32"
+                )
+                vals = ds.read(1, window=Window(c0, r0, w, h), masked=True)
+                v = np.asarray(vals.data, dtype=np.float64) * scale
+                ok = (labels > 0) & ~np.ma.getmaskarray(vals) & np.isfinite(v)
+                sums += np.bincount(labels[ok], weights=v[ok], minlength=n + 1)
+                counts += np.bincount(labels[ok], minlength=n + 1)
+    means = np.divide(sums[1:], counts[1:], out=np.zeros(n), where=counts[1:] > 0)
+    return np.clip(means, 0.0, 1.0).tolist()
+
+
+# ---------------------------------------------------------------- classes
 
 
 def _majority(class_map: np.ndarray, inside: np.ndarray, names: Sequence[str], nodata: int) -> tuple[str, float | None]:

@@ -14,11 +14,10 @@ from typing import Any
 
 import numpy as np
 import rasterio
-from rasterio.enums import Resampling
 
 from geodelta.contracts import ChangeQuery, Quadruple, Region
 from geodelta.perception import caption as captioning
-from geodelta.perception import change, describe, render
+from geodelta.perception import change, describe, engines, render
 from geodelta.perception.grid import Grid
 from geodelta.perception.io import AlignedPair, open_pair
 from geodelta.perception.tiling import iter_windows
@@ -28,6 +27,10 @@ Progress = Callable[[str, int, int], None]
 
 NODATA_U8 = 255  # change.tif: 1 = change, 0 = no change, 255 = nodata (issue 2)
 THUMB_SIZE = 1024  # px, longest side of the overlay / map thumbnails
+# Small components are removed per tile only up to the size the tile halo can see whole
+# (change.halo_for(radius=1, min_pixels=24) <= change.HALO); larger minimum areas are applied
+# exactly to the polygons after stitching (describe.regions_from_rasters).
+MAX_TILE_MIN_PIXELS = 24
 
 
 @dataclass
@@ -55,14 +58,19 @@ def detect_stage(
     min_area_px: int = 16,
     tile: int = 1024,
     progress: Progress | None = None,
+    engine: str = "local",
+    engine_opts: dict | None = None,
 ) -> Detection:
     """Fit the masker on a scene-wide sample, score tile by tile, write change.tif / change_prob.tif.
 
-    Peak memory follows `tile` (plus the masker's halo), not the scene size.
+    Peak memory follows `tile` (plus the masker's halo), not the scene size. `engine` ("local" or
+    "dask", see engines.py) runs the windows; `engine_opts` go to it (scheduler, workers).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     grid = pair.grid
     masker = change.get_masker(method)
+    if (keep := change.change_band_indices(pair.band_names)) is not None:
+        masker = change.BandSubset(masker, keep, [pair.band_names[i] for i in keep])
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
@@ -74,25 +82,10 @@ def detect_stage(
     # measured again after polygonising, so the final size filter is exact.
     min_px = _min_pixels(grid, min_area_m2, min_area_px)
     change_tif, prob_tif = out_dir / "change.tif", out_dir / "change_prob.tif"
-    windows = list(iter_windows(grid, tile, halo=change.HALO))
-    changed = valid_total = 0
     t0 = time.perf_counter()
-    with (
-        render.write_geotiff(change_tif, grid, "uint8", NODATA_U8) as dst_c,
-        render.write_geotiff(prob_tif, grid, "float32", None) as dst_p,
-    ):
-        for i, (read_win, core_win, core) in enumerate(windows):
-            a, b, valid = pair.read(read_win)
-            prob = masker.score(a, b, valid, params)
-            mask = change.clean_mask(prob >= 0.5, valid, min_pixels=min(min_px, 10_000))
-            prob, mask, valid = prob[core], mask[core], valid[core]
-            out = np.where(valid, mask.astype(np.uint8), NODATA_U8).astype(np.uint8)
-            dst_c.write(out, 1, window=core_win)
-            dst_p.write(np.where(valid, prob, 0).astype(np.float32), 1, window=core_win)
-            changed += int(mask.sum())
-            valid_total += int(valid.sum())
-            if progress:
-                progress("change", i + 1, len(windows))
+    run_change = engines.get_engine(engine)
+    changed, valid_total = run_change(pair, masker, params, (change_tif, prob_tif), tile, progress,
+                                      min_pixels=min(min_px, MAX_TILE_MIN_PIXELS), **(engine_opts or {}))
     timings["score_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -117,17 +110,25 @@ def describe_stage(regions: list[Region], query: ChangeQuery, grid: Grid) -> tup
     return kept, quads, text
 
 
-def change_thumbnail(change_tif: Path, shape: tuple[int, int]) -> np.ndarray:
-    """uint8 (h, w) decimated read of change.tif (nearest), to draw over an RGB thumbnail."""
-    with rasterio.open(change_tif) as src:
-        return src.read(1, out_shape=shape, resampling=Resampling.nearest)
+def regions_thumbnail(regions: list[Region], grid: Grid, shape: tuple[int, int]) -> np.ndarray:
+    """uint8 (h, w) mask of the given regions at thumbnail size: the map shows what the answer counts."""
+    from affine import Affine
+    from rasterio.features import rasterize
+    from rasterio.warp import transform_geom
+
+    h, w = shape
+    if not regions:
+        return np.zeros(shape, np.uint8)
+    thumb_transform = grid.transform * Affine.scale(grid.width / w, grid.height / h)
+    geoms = [transform_geom("EPSG:4326", grid.crs, r.polygon) if grid.georeferenced else r.polygon for r in regions]
+    return rasterize(((g, 1) for g in geoms), out_shape=shape, transform=thumb_transform, fill=0, dtype="uint8", all_touched=True)
 
 
 def render_stage(pair: AlignedPair, det: Detection, regions: list[Region], out_dir: Path, *, title: str = "") -> dict[str, str]:
     """Write overlay.png, map.html, regions.geojson and regions.gpkg; return kind -> path."""
     before_rgb = pair.rgb("before", THUMB_SIZE)
     after_rgb = pair.rgb("after", THUMB_SIZE)
-    thumb = change_thumbnail(det.change_tif, after_rgb.shape[:2])
+    thumb = regions_thumbnail(regions, det.grid, after_rgb.shape[:2])
     geo = det.grid.georeferenced
     maps = {
         "png": render.overlay_png(before_rgb, after_rgb, thumb, det.grid, out_dir / "overlay.png", regions=regions, title=title),
@@ -152,6 +153,8 @@ def run_detect(
     tile: int = 1024,
     query: ChangeQuery | None = None,
     progress: Progress | None = None,
+    engine: str = "local",
+    engine_opts: dict | None = None,
 ) -> dict[str, Any]:
     """`geodelta detect`: every output file of issue 2 in `out_dir`; returns the summary dict."""
     t_start = time.perf_counter()
@@ -161,7 +164,8 @@ def run_detect(
     t_open = time.perf_counter() - t0
     query = query or ChangeQuery(min_area_m2=min_area_m2)
 
-    det = detect_stage(pair, out_dir, method=method, min_area_m2=min_area_m2, min_area_px=min_area_px, tile=tile, progress=progress)
+    det = detect_stage(pair, out_dir, method=method, min_area_m2=min_area_m2, min_area_px=min_area_px, tile=tile, progress=progress,
+                       engine=engine, engine_opts=engine_opts)
     t0 = time.perf_counter()
     kept, quads, text = describe_stage(det.regions, query, det.grid)
     t_describe = time.perf_counter() - t0
@@ -228,12 +232,7 @@ def _version() -> str:
 
 def pair_roles(pair: AlignedPair) -> dict[str, int]:
     """Band roles (red, nir, ...) as indices into the arrays `pair.read()` returns."""
-    roles: dict[str, int] = {}
-    for role, idx in pair.before.band_roles.items():
-        name = pair.before.band_names[idx]
-        if name in pair.band_names:
-            roles[role] = pair.band_names.index(name)
-    return roles
+    return dict(pair.band_roles)
 
 
 def landcover_stage(pair: AlignedPair, regions: list[Region], *, tile: int = 1024, progress: Progress | None = None) -> tuple[list[Region], dict[str, Any]]:

@@ -18,7 +18,7 @@ _OBJECT_LIKE = frozenset({"built_up", "water", "tree"})
 def how_of(from_class: str, to_class: str) -> str:
     """from == to -> 'changed' (same class, different look); to in {built_up, water, tree} and from
     not -> 'appeared'; from in those and to not -> 'disappeared'; otherwise 'converted'."""
-    if from_class == to_class:
+    if from_class == to_class or "unknown" in (from_class, to_class):
         return "changed"
     if to_class in _OBJECT_LIKE and from_class not in _OBJECT_LIKE:
         return "appeared"

@@ -120,7 +120,10 @@ def read_thread(messages: Sequence[BaseMessage]) -> Thread:
             paths = (str(before), str(after))
             break
     asked = [m.additional_kwargs["geodelta_clarify"] for m in turn if isinstance(m, AIMessage) and m.additional_kwargs.get("geodelta_clarify")]
-    return Thread(_text(humans[0]) if humans else "", humans[1:], list(calls.values()), asked, prev_query, paths, len(calls))
+    # more than two dates: a time series (detect_series), besides the first -> last pair
+    series = next((list(g["images"]) for h in reversed(humans) if len((g := h.additional_kwargs.get("geodelta", {}) or {}).get("images") or []) > 2), [])
+    return Thread(_text(humans[0]) if humans else "", humans[1:], list(calls.values()), asked, prev_query, paths, len(calls),
+                  extra={"images": [str(p) for p in series]})
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,11 @@ STEPS: tuple[Step, ...] = (
     *(Step(name, lambda t, n=name: t.analysis_id is not None and not t.done(n, in_turn=True, analysis_id=t.analysis_id),
            lambda t, m: {"analysis_id": t.analysis_id, "query": _q(t)})
       for name in ("describe_changes", "caption_changes", "render_map")),
+    # "when": with more than two dates, date the regions describe_changes kept (first -> last pair)
+    Step("detect_series", lambda t: len(t.extra.get("images", [])) > 2 and t.done("describe_changes", in_turn=True)
+         and not t.done("detect_series", in_turn=True),
+         lambda t, m: {"images": t.extra["images"], "method": m, "analysis_id": t.analysis_id,
+                       "region_ids": (t.last_ok("describe_changes").result or {}).get("region_ids", [])}),
 )
 
 
