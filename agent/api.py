@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,6 +43,11 @@ class Assistant:
         name = getattr(self.model, "_llm_type", type(self.model).__name__)
         if self.settings.backend == "openai" and model is None:
             name = f"openai:{self.settings.openai_model}@{self.settings.openai_base_url}"
+        if self.settings.backend == "local" and model is None:
+            from geodelta.agent.models.local import model_identity
+
+            # backend, model folder and sha256 of its config and weights files go into every audit event
+            name = json.dumps(model_identity(self.settings), sort_keys=True)
         self.auditor = Auditor(self.memory, name)
         fallback = get_chat_model("embedded", self.settings) if self.settings.fallback_to_embedded and self.settings.backend != "embedded" else None
         from geodelta.agent.graph import build_graph

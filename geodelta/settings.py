@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     fallback_to_embedded: bool = False
     max_corrections: int = Field(default=2, ge=0, description="Corrective retries for malformed tool calls.")
     vlm_path: Path | None = None
+    vlm_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    vlm_max_new_tokens: int = Field(default=512, ge=1, description="Token budget of one local-model reply.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     sam_checkpoint: Path | None = None
     sam_model_type: Literal["vit_b", "vit_l", "vit_h"] = "vit_b"

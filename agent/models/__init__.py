@@ -18,6 +18,7 @@ Factory = Callable[[Any], Any]
 _BACKENDS: dict[str, Factory | str] = {
     "embedded": "geodelta.agent.models.embedded:make_embedded_model",
     "openai": "geodelta.agent.models.openai:make_openai_model",
+    "local": "geodelta.agent.models.local:make_local_model",
 }
 
 
