@@ -97,8 +97,8 @@ def compose(messages: list[AnyMessage], history: list[AnyMessage], workspace: Wo
     classes_known = bool(lc and lc[1].get("classes_known"))
     if lc:
         evidence.append(Evidence(tool_call_id=lc[0], tool="classify_land_cover", claim="mean class confidence", value=lc[1].get("mean_class_confidence")))
-        if lc[1].get("rule_set") == "rgb":
-            caveats.append("Only red, green and blue bands: land-cover classes come from colour rules and have low confidence.")
+        if lc[1].get("caveat"):  # the rule set's own honesty note (landcover.CAVEATS)
+            caveats.append(lc[1]["caveat"])
     if not classes_known:
         caveats.append("Land-cover classes are unknown for this scene, so the regions are not filtered by class: every change in scope is counted.")
     det = results.get("detect_changes") or earlier.get("detect_changes")

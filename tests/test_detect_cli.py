@@ -74,6 +74,8 @@ def test_detect_sentinel2_folder_on_10m_grid(data_dir: Path, tmp_path: Path) -> 
         assert (ch.width, ch.height) == (ref.width, ref.height)
         assert ch.crs == ref.crs
     assert len(summary["inputs"]["bands"]) == 13
+    # change compares the native 10 m bands only (change.change_band_indices)
+    assert summary["method"]["params"]["bands_used"] == ["B02", "B03", "B04", "B08"]
 
 
 def test_identical_images_give_no_change_answer(demo_pair, tmp_path: Path) -> None:
