@@ -24,7 +24,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, ValidationError
 
-from geodelta.agent.models.openai import call_model, message_text, parse_chip_reply, vision_message
+from geodelta.agent.models.openai import call_model, classify_chips, message_text, vision_message  # noqa: F401  (classify_chips: one implementation for every backend)
 from geodelta.contracts import SECTORS, VOCABULARY
 from geodelta.errors import ModelError
 from geodelta.perception.vlm import (
@@ -277,24 +277,3 @@ def model_identity(settings: Any) -> dict[str, Any]:
 # --- perception second opinions ----------------------------------------------------------------
 
 
-def classify_chips(model: Any, chips: Sequence[tuple[Path, Path]], notes: list[str] | None = None,
-                   max_size: int = 256) -> list[tuple[str, str]]:
-    """(before, after) vocabulary classes per region chip pair from any vision chat model (local or openai),
-    with the prompt `prompts/classify_region.md` and the OpenAI backend's reply parser. An unusable
-    reply gives ("unknown", "unknown") and a line in `notes`."""
-    prompt = load_prompt("classify_region", vocabulary=", ".join(VOCABULARY))
-    out: list[tuple[str, str]] = []
-    for i, (before, after) in enumerate(chips):
-        text = message_text(call_model(model, [vision_message(prompt, [before, after], max_size=max_size)]))
-        try:
-            parsed = parse_chip_reply(text)
-        except (ValueError, ValidationError) as exc:
-            detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False)) \
-                if isinstance(exc, ValidationError) else str(exc).splitlines()[0]
-            note = f"chip {i}: the model's reply {text[:120]!r} is not usable ({detail}); classes set to unknown"
-            if notes is not None:
-                notes.append(note)
-            out.append(("unknown", "unknown"))
-            continue
-        out.append((parsed.before, parsed.after))
-    return out

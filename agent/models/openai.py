@@ -208,15 +208,6 @@ def served_models(settings: Settings) -> list[str]:
 
 # --- region chip classification --------------------------------------------------------------
 
-CLASSIFY_PROMPT = (
-    "You see two image chips of the same place: the first is BEFORE, the second is AFTER.\n"
-    "Classify the dominant land cover of each chip into exactly one of: {vocabulary}.\n"
-    "Meanings: water = rivers, lakes, sea, ponds; tree = forest, orchards, tree rows; low_vegetation = grass, "
-    "shrubs, parks; cropland = cultivated fields; bare_ground = soil, sand, rock, construction sites; "
-    "built_up = buildings, roads, paved surfaces; other = anything else (clouds, shadow, snow).\n"
-    'Reply with JSON only, no other text: {{"before": "<class>", "after": "<class>"}}'
-)
-
 _JSON_OBJECT = re.compile(r"\{.*\}", re.DOTALL)
 
 
@@ -266,7 +257,9 @@ def classify_chips(
     and a line in `notes` (the answer must say those classes were not determined). Transport
     failures raise `ModelError`.
     """
-    prompt = CLASSIFY_PROMPT.format(vocabulary=", ".join(VOCABULARY))
+    from geodelta.perception.vlm import load_prompt  # the prompt file is shared by every backend
+
+    prompt = load_prompt("classify_region", vocabulary=", ".join(VOCABULARY))
     out: list[tuple[str, str]] = []
     for i, (before, after) in enumerate(chips):
         reply = call_model(model, [vision_message(prompt, [before, after], max_size=max_size)])
