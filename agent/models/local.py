@@ -22,7 +22,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from langchain_core.messages.tool import invalid_tool_call, tool_call
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.utils.function_calling import convert_to_openai_tool
-from pydantic import ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field
 
 from geodelta.agent.models.openai import call_model, classify_chips, message_text, vision_message  # noqa: F401  (classify_chips: one implementation for every backend)
 from geodelta.contracts import SECTORS, VOCABULARY
