@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from langchain_core.tools import BaseTool
 
-from geodelta.tools import caption, describe, detect, landcover, query, recall, render, scene, series
+from geodelta.tools import caption, describe, detect, landcover, query, recall, refine, render, scene, series
 from geodelta.tools.context import ToolContext
 
-_MODULES = (query, scene, detect, landcover, describe, caption, render, series, recall)
+_MODULES = (query, scene, detect, landcover, refine, describe, caption, render, series, recall)
 
 
 def build_tools(ctx: ToolContext) -> list[BaseTool]:

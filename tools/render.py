@@ -23,7 +23,9 @@ def make(ctx: ToolContext) -> BaseTool:
         key = hashlib.sha256(q.model_dump_json().encode()).hexdigest()[:8]
         out = an.out_dir / f"q_{key}"
         out.mkdir(parents=True, exist_ok=True)
-        det = Detection(an.out_dir, an.grid, an.method, an.params, an.out_dir / "change.tif", an.out_dir / "change_prob.tif", an.regions, 0, 0)
+        # after refine_regions the map's GeoTIFF is the refined mask the regions came from
+        change_tif = an.out_dir / ("change_refined.tif" if an.stats.get("refined") else "change.tif")
+        det = Detection(an.out_dir, an.grid, an.method, an.params, change_tif, an.out_dir / "change_prob.tif", an.regions, 0, 0)
         maps = render_stage(ctx.workspace.pair(an.scene_id), det, kept, out)
         return {"analysis_id": analysis_id, "maps": maps, "n_regions_drawn": len(kept)}
 
