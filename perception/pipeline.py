@@ -114,14 +114,13 @@ def regions_thumbnail(regions: list[Region], grid: Grid, shape: tuple[int, int])
     """uint8 (h, w) mask of the given regions at thumbnail size: the map shows what the answer counts."""
     from affine import Affine
     from rasterio.features import rasterize
-    from rasterio.warp import transform_geom
 
     h, w = shape
     if not regions:
         return np.zeros(shape, np.uint8)
-    thumb_transform = grid.transform * Affine.scale(grid.width / w, grid.height / h)
-    geoms = [transform_geom("EPSG:4326", grid.crs, r.polygon) if grid.georeferenced else r.polygon for r in regions]
-    return rasterize(((g, 1) for g in geoms), out_shape=shape, transform=thumb_transform, fill=0, dtype="uint8", all_touched=True)
+    geoms = [describe.pixel_polygon(r, grid) for r in regions]
+    return rasterize(((g, 1) for g in geoms), out_shape=shape, transform=Affine.scale(grid.width / w, grid.height / h),
+                     fill=0, dtype="uint8", all_touched=True)
 
 
 def render_stage(pair: AlignedPair, det: Detection, regions: list[Region], out_dir: Path, *, title: str = "") -> dict[str, str]:
@@ -241,9 +240,8 @@ def landcover_stage(pair: AlignedPair, regions: list[Region], *, tile: int = 102
     Class histograms are accumulated per region across tiles, so a region split by a tile edge gets
     the same classes as if the scene were read whole.
     """
+    from affine import Affine
     from rasterio.features import rasterize
-    from rasterio.warp import transform_geom
-    from rasterio.windows import transform as window_transform
 
     from geodelta.perception import landcover, transitions
 
@@ -254,10 +252,7 @@ def landcover_stage(pair: AlignedPair, regions: list[Region], *, tile: int = 102
     if rule_set == "none" or not regions:
         return regions, {"rule_set": rule_set, "classes_known": False, "roles": roles}
 
-    geoms = []
-    for r in regions:
-        g = transform_geom("EPSG:4326", grid.crs, r.polygon) if grid.georeferenced else r.polygon
-        geoms.append((r.id, g, r.bbox_px))
+    geoms = [(r.id, describe.pixel_polygon(r, grid), r.bbox_px) for r in regions]
     # One set of scene-adapted thresholds per date, fitted on a scene-wide sample, so every tile
     # classifies with the same rules (no seams at tile edges).
     sample_a, sample_b = pair.sample()
@@ -273,7 +268,7 @@ def landcover_stage(pair: AlignedPair, regions: list[Region], *, tile: int = 102
         shapes = [(g, rid) for rid, g, (bc0, br0, bc1, br1) in geoms if bc0 < c1 and bc1 > c0 and br0 < r1 and br1 > r0]
         if not shapes:
             continue
-        labels = rasterize(shapes, out_shape=(int(win.height), int(win.width)), transform=window_transform(win, grid.transform), fill=0, dtype="int32")
+        labels = rasterize(shapes, out_shape=(int(win.height), int(win.width)), transform=Affine.translation(c0, r0), fill=0, dtype="int32")
         a, b, valid = pair.read(win)
         cls_a, conf_a = landcover.classify(a, roles, valid, params=params_a)
         cls_b, conf_b = landcover.classify(b, roles, valid, params=params_b)
