@@ -28,8 +28,11 @@ from geodelta.perception.pipeline import detect_stage
 from geodelta.settings import Settings
 
 
-def run_method(method: str, data: Path, domains: list[str], tmp: Path) -> tuple[dict, dict]:
-    """Confusion per domain and (pixels, seconds) per domain for one masker."""
+def run_method(method: str, data: Path, domains: list[str], tmp: Path, refine: str | None = None) -> tuple[dict, dict]:
+    """Confusion per domain and (pixels, seconds) per domain for one masker, optionally refined
+    by a training-free refiner (perception/refine.py) before scoring."""
+    from geodelta.perception.refine import get_refiner, refine_stage
+
     confs: dict[str, list[dict]] = {d: [] for d in domains}
     speed: dict[str, list[float]] = {d: [0, 0.0] for d in domains}
     for lp in labelled_pairs(data, domains):
@@ -38,7 +41,11 @@ def run_method(method: str, data: Path, domains: list[str], tmp: Path) -> tuple[
         t0 = time.perf_counter()
         det = detect_stage(pair, out, method=method, min_area_m2=0.0, min_area_px=0)
         dt = time.perf_counter() - t0 - det.timings.get("polygonise_s", 0.0)
-        with rasterio.open(det.change_tif) as src:
+        change_tif = det.change_tif
+        if refine:
+            change_tif, _ = refine_stage(pair, det.change_tif, det.prob_tif, out, get_refiner(refine), min_area_px=0)
+            dt = time.perf_counter() - t0
+        with rasterio.open(change_tif) as src:
             pred = src.read(1) == 1
         truth, labelled = lp.truth()
         confs[lp.domain].append(metrics.confusion(pred, truth, labelled))
@@ -65,17 +72,20 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(prog="geodelta bench change")
     ap.add_argument("--methods", default="cva,irmad")
     ap.add_argument("--domains", default=",".join(DOMAINS))
+    ap.add_argument("--refine", default="", help="also score each method after this refiner, e.g. superpixel")
     args = ap.parse_args(argv)
     data = Settings().data
     console = Console()
-    methods = [m for m in args.methods.split(",") if m]
+    base = [m for m in args.methods.split(",") if m]
+    runs = [(m, None) for m in base] + [(m, args.refine) for m in base if args.refine]
+    methods = [m if r is None else f"{m}+{r}" for m, r in runs]
     domains = [d for d in args.domains.split(",") if d]
     results: dict[str, dict] = {}
     speeds: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for m in methods:
-            console.print(f"[dim]running {m} on {', '.join(domains)} ...[/dim]")
-            results[m], speeds[m] = run_method(m, data, domains, Path(tmp))
+        for (m, r), label in zip(runs, methods):
+            console.print(f"[dim]running {label} on {', '.join(domains)} ...[/dim]")
+            results[label], speeds[label] = run_method(m, data, domains, Path(tmp), refine=r)
 
     table = Table(title="Change detection on real labelled pairs (micro-averaged per domain)")
     table.add_column("domain")

@@ -231,6 +231,18 @@ def _register_memory_commands() -> None:
 _register_memory_commands()
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def train(ctx: typer.Context) -> None:
+    """Train GeoDelta's Siamese change model on the labelled data in GEODELTA_DATA (needs the \\[train] extra).
+
+    Options: --data --out --max-minutes --epochs --steps-per-epoch --batch-size --crop --lr --patience
+    --seed --threads --compare --quiet (see `python -m geodelta.perception.train --help`).
+    """
+    from geodelta.perception.train import main as train_main
+
+    train_main(list(ctx.args))
+
+
 def _run_benchmark(name: str, argv: list[str]) -> None:
     """Benchmarks live in the checkout's benchmarks/ folder (beside ../shared/data), not in the wheel."""
     import runpy

@@ -411,3 +411,7 @@ class BandSubset:
 
     def score(self, a: np.ndarray, b: np.ndarray, valid: np.ndarray, params: dict) -> np.ndarray:
         return self.masker.score(a[self.indices], b[self.indices], valid, params)
+
+
+# The learned masker registers itself on import; it stays torch-free until it is used.
+from geodelta.perception import learned as _learned  # noqa: E402,F401

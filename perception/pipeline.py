@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -68,7 +69,9 @@ def detect_stage(
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     grid = pair.grid
-    masker = change.get_masker(method)
+    # Maskers that need to know which band is red / NIR (the learned one) take `roles`.
+    takes_roles = "roles" in inspect.signature(change.MASKERS.get(method, object)).parameters
+    masker = change.get_masker(method, **({"roles": pair_roles(pair)} if takes_roles else {}))
     if (keep := change.change_band_indices(pair.band_names)) is not None:
         masker = change.BandSubset(masker, keep, [pair.band_names[i] for i in keep])
     timings: dict[str, float] = {}

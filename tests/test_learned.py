@@ -1,0 +1,120 @@
+"""The learned Siamese change model: architecture, a tiny real training run, the shipped weights."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rasterio.windows import Window
+
+from geodelta.perception import change, learned
+from geodelta.perception.io import open_pair
+
+try:
+    import torch
+except ImportError:  # the base install: only the torch-free checks run
+    torch = None
+needs_torch = pytest.mark.skipif(torch is None, reason="the learned model needs the [train] extra (torch): pip install 'geodelta[train]'")
+
+
+def test_learned_is_registered_and_perception_stays_torch_free():
+    assert "learned" in change.list_maskers()
+    code = "import sys, geodelta.perception.change, geodelta.perception.learned; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "False"
+
+
+@needs_torch
+def test_model_builds_with_the_right_shape_and_size():
+    model = learned.build_model({"widths": [16, 32, 48, 64]})
+    n = learned.count_parameters(model)
+    assert 50_000 < n < 1_000_000
+    a, b = torch.randn(2, learned.IN_CH, 40, 56), torch.randn(2, learned.IN_CH, 40, 56)
+    model.eval()
+    with torch.no_grad():
+        out = model(a, b)
+        swapped = model(b, a)
+    assert out.shape == (2, 1, 40, 56)
+    assert torch.allclose(out, swapped, atol=1e-5)  # symmetric fusion: date order does not matter
+
+
+def test_channel_selection_and_preparation():
+    assert learned.channel_indices(3, None) == ([0, 1, 2], False)
+    assert learned.channel_indices(13, {"red": 3, "green": 2, "blue": 1, "nir": 7}) == ([3, 2, 1, 7], True)
+    with pytest.raises(Exception, match="roles"):
+        learned.channel_indices(6, None)
+    x = np.stack([np.full((4, 5), 10.0), np.arange(20.0).reshape(4, 5), np.arange(20.0).reshape(4, 5) * 3])
+    c, s = learned.channel_stats(x.reshape(3, -1))
+    valid = np.ones((4, 5), bool)
+    valid[0, 0] = False
+    p = learned.prepare(x, [0, 1, 2], False, c, s, valid)
+    assert p.shape == (learned.IN_CH, 4, 5) and p.dtype == np.float32
+    assert np.all(p[3] == 0) and np.all(p[4] == 0)  # no NIR: channel and flag 0
+    assert np.allclose(p[1], p[2], atol=1e-5)  # per-channel standardisation removes a gain
+    assert np.all(p[:4, 0, 0] == 0)
+
+
+@needs_torch
+def test_tiny_training_run_writes_a_checkpoint_that_loads(data_dir: Path, tmp_path: Path):
+    from geodelta.perception.train import train
+
+    out = tmp_path / "tiny.pt"
+    result = train(data_dir, out, epochs=2, steps_per_epoch=2, batch_size=2, crop=64, domains=("levir",),
+                   val_split={"levir": {"test_2_0000_0000"}}, max_train_pairs=2, extra=False, quiet=True)
+    assert out.is_file() and result["steps"] == 4 and result["epochs_run"] == 2
+    assert np.isfinite([h["loss"] for h in result["history"]]).all()
+    assert set(result["val"]) == {"levir"} and 0.0 <= result["val"]["levir"]["f1"] <= 1.0
+    model, meta, sha = learned.load_model(out)
+    assert meta["steps"] == 4 and len(sha) == 64
+    masker = change.get_masker("learned", weights=out)
+    lp = data_dir / "levir_crops"
+    with open_pair(lp / "A" / "test_7_0256_0512.png", lp / "B" / "test_7_0256_0512.png") as pair:
+        params = masker.fit(*pair.sample())
+        a, b, valid = pair.read(Window(0, 0, 64, 64))
+    assert params["weights_sha256"] == sha and params["threshold"] == 0.5
+    prob = masker.score(a, b, valid, params)
+    assert prob.shape == (64, 64) and prob.dtype == np.float32
+
+
+@needs_torch
+def test_shipped_weights_are_small_and_score_a_real_pair(data_dir: Path):
+    weights = learned.default_weights()
+    assert weights.is_file(), "geodelta/data/weights/siamese_v1.pt is missing: run `geodelta train`"
+    assert weights.stat().st_size < 5 * 1024 * 1024
+    model, meta, _ = learned.load_model()
+    assert learned.count_parameters(model) < 1_000_000
+    assert set(meta["val"]) >= {"levir", "whu", "sztaki", "oscd"}
+    from geodelta.perception.pipeline import pair_roles
+
+    root = data_dir / "oscd" / "bercy"  # Sentinel-2 folders: roles pick B04, B03, B02, B08
+    with open_pair(root / "imgs_1", root / "imgs_2") as pair:
+        masker = change.get_masker("learned", roles=pair_roles(pair))
+        params = masker.fit(*pair.sample())
+        a, b, valid = pair.read(Window(0, 0, 100, 90))
+    assert params["channels"] == [3, 2, 1, 7] and params["has_nir"]
+    prob = masker.score(a, b, valid, params)
+    assert prob.shape == (90, 100) and prob.dtype == np.float32
+    assert 0.0 <= prob.min() and prob.max() <= 1.0
+    # score is a pure function of the window: the same window twice gives the same answer
+    assert np.array_equal(prob, masker.score(a, b, valid, params))
+    invalid = valid.copy()
+    invalid[:10] = False
+    assert np.all(masker.score(a, b, invalid, params)[:10] == 0)
+
+
+def test_missing_torch_is_a_config_error_naming_the_extra():
+    code = ("import sys\n"
+            "class NoTorch:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'torch' or name.startswith('torch.'):\n"
+            "            raise ModuleNotFoundError('No module named torch')\n"
+            "sys.meta_path.insert(0, NoTorch())\n"
+            "import numpy as np\nfrom geodelta.errors import ConfigError\nfrom geodelta.perception import change, learned\n"
+            "m = change.get_masker('learned')\n"
+            "try:\n    m.fit(np.ones((3, 10), 'float32'), np.ones((3, 10), 'float32'))\n"
+            "except ConfigError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "pip install 'geodelta[train]'" in out
