@@ -106,6 +106,10 @@ def main(argv: list[str] | None = None) -> dict:
         mean_row += ["", "", f"{np.mean(mean_f1[m]):.3f}" if mean_f1[m] else "-", ""]
     table.add_row(*mean_row, style="bold")
     console.print(table)
+    if any(m.startswith("learned") for m in methods):
+        console.print("[yellow]note:[/yellow] `learned` was trained on most of these pairs, so its rows here are optimistic; "
+                      "the held-out per-domain scores are in geodelta/data/weights/MODEL_CARD.md "
+                      "(`python -m geodelta.perception.train --compare`).")
 
     summary = {"f1": {m: {d: metrics.scores(results[m][d])["f1"] for d in results[m]} for m in methods}}
     if "levir" in domains:
