@@ -69,10 +69,14 @@ def detect_stage(
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     grid = pair.grid
+    keep = change.change_band_indices(pair.band_names)  # None: compare every band
+    roles = pair_roles(pair)
+    if keep is not None:
+        roles = {role: keep.index(i) for role, i in roles.items() if i in keep}
     # Maskers that need to know which band is red / NIR (the learned one) take `roles`.
     takes_roles = "roles" in inspect.signature(change.MASKERS.get(method, object)).parameters
-    masker = change.get_masker(method, **({"roles": pair_roles(pair)} if takes_roles else {}))
-    if (keep := change.change_band_indices(pair.band_names)) is not None:
+    masker = change.get_masker(method, **({"roles": roles} if takes_roles else {}))
+    if keep is not None:
         masker = change.BandSubset(masker, keep, [pair.band_names[i] for i in keep])
     timings: dict[str, float] = {}
 

@@ -118,3 +118,14 @@ def test_missing_torch_is_a_config_error_naming_the_extra():
             "except ConfigError as e:\n    print(e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "pip install 'geodelta[train]'" in out
+
+
+def test_detect_with_learned_on_a_sentinel2_folder(data_dir, tmp_path):
+    """Through the pipeline: roles follow the 10 m band subset (B02 B03 B04 B08) of a Sentinel-2 pair."""
+    pytest.importorskip("torch")
+    from geodelta.perception.pipeline import run_detect
+
+    city = data_dir / "oscd" / "bercy"
+    summary = run_detect(city / "imgs_1", city / "imgs_2", tmp_path, method="learned")
+    assert summary["method"]["params"]["bands_used"] == ["B02", "B03", "B04", "B08"]
+    assert (tmp_path / "change.tif").is_file()
