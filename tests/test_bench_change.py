@@ -1,0 +1,31 @@
+"""`geodelta bench change` through the real CLI on the LEVIR crops: the F1 tables, the held-out table
+and the published models' scores on the held-out crops."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+
+def _bench():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "change.py"
+    spec = importlib.util.spec_from_file_location("geodelta_bench_change", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_bench_change_held_out_table(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    summary = _bench().main(["--methods", "cva", "--domains", "levir"])
+    out = " ".join(capsys.readouterr().out.split())  # rich wraps titles at the terminal width
+    assert "F1, held-out scenes only" in out
+    assert "LEVIR-CD test crops" in out and "held-out crops" in out
+    all_f1, held_f1 = summary["f1"]["cva"]["levir"], summary["f1_held_out"]["cva"]["levir"]
+    assert 0.0 < all_f1 < 1.0 and 0.0 < held_f1 < 1.0
+    # the held-out table scores 2 of the 7 crops, so it is a different number
+    assert abs(all_f1 - held_f1) > 1e-6
+    # seven published models, scored on all crops and on the two held-out crops; all are strong on LEVIR
+    assert len(summary["published"]) == 7 and summary["published"].keys() == summary["published_held_out"].keys()
+    assert all(0.8 < f1 <= 1.0 for f1 in summary["published_held_out"].values())
