@@ -185,6 +185,15 @@ def loss_fn(logits, y, m, torch):
 # ---------------------------------------------------------------- validation and the loop
 
 
+def learning_rate(progress: float, peak: float, warmup: float = 0.05) -> float:
+    """Linear warm-up to `peak` over the first `warmup` of training, then cosine decay to 1 % of it."""
+    progress = min(max(progress, 0.0), 1.0)
+    if progress < warmup:
+        return peak * (0.1 + 0.9 * progress / warmup)
+    t = (progress - warmup) / (1 - warmup)
+    return peak * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
 def validate(model, scenes: list[Scene]) -> dict[str, dict[str, float]]:
     """Per-domain micro precision / recall / F1 of prob >= 0.5 on whole validation scenes."""
     model.eval()
@@ -195,8 +204,8 @@ def validate(model, scenes: list[Scene]) -> dict[str, dict[str, float]]:
     return {d: metrics.scores(metrics.merge(c)) for d, c in confs.items()}
 
 
-def train(data_dir: str | Path, out_path: str | Path, *, max_minutes: float = 35.0, epochs: int = 28, seed: int = 0,
-          steps_per_epoch: int = 30, batch_size: int = 8, crop: int = 96, lr: float = 3e-3, patience: int = 10,
+def train(data_dir: str | Path, out_path: str | Path, *, max_minutes: float = 55.0, epochs: int = 30, seed: int = 0,
+          steps_per_epoch: int = 100, batch_size: int = 8, crop: int = 96, lr: float = 3e-3, patience: int = 15,
           threads: int = 2, domains: tuple[str, ...] | None = None, val_split: dict[str, set[str]] | None = None,
           max_train_pairs: int | None = None, extra: bool = True, config: dict[str, Any] | None = None,
           quiet: bool = False) -> dict[str, Any]:
@@ -221,7 +230,7 @@ def train(data_dir: str | Path, out_path: str | Path, *, max_minutes: float = 35
     model = learned.build_model(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     total = epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total, pct_start=0.1)
+    budget_s = max_minutes * 60.0
     sampler = Sampler(train_sc, crop, seed)
     console = Console(stderr=True, quiet=quiet)
     best: dict[str, Any] = {"score": -1.0, "epoch": 0, "val": {}, "state": copy.deepcopy(model.state_dict())}
@@ -233,12 +242,16 @@ def train(data_dir: str | Path, out_path: str | Path, *, max_minutes: float = 35
             model.train()
             losses = []
             for _ in range(steps_per_epoch):
+                # progress: the step count or the wall-clock budget, whichever is further along, so the
+                # learning rate is annealed by the end of the budget even when the machine is slower
+                progress = max(steps / total, (time.monotonic() - t_start) / budget_s)
+                for group in opt.param_groups:
+                    group["lr"] = learning_rate(progress, lr)
                 a, b, y, m = sampler.batch(batch_size, torch)
                 loss = loss_fn(model(a, b), y, m, torch)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-                sched.step()
                 steps += 1
                 losses.append(float(loss.detach()))
             val = validate(model, val_sc) if val_sc else {}
@@ -261,7 +274,7 @@ def train(data_dir: str | Path, out_path: str | Path, *, max_minutes: float = 35
                 break
     model.load_state_dict(best["state"])
     minutes = (time.monotonic() - t_start) / 60
-    meta = {"name": "siamese_v1", "seed": seed, "epochs_run": epoch, "best_epoch": best["epoch"], "steps": steps,
+    meta = {"name": Path(out_path).stem, "seed": seed, "epochs_run": epoch, "best_epoch": best["epoch"], "steps": steps,
             "batch_size": batch_size, "crop": crop, "lr": lr, "minutes": round(minutes, 2), "stopped": stopped,
             "train_pairs": [f"{lp.domain}/{lp.name}" for lp in train_lp], "val_pairs": [f"{lp.domain}/{lp.name}" for lp in val_lp],
             "val": {d: {k: round(v, 4) for k, v in s.items()} for d, s in best["val"].items()}}
@@ -303,14 +316,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     ap = argparse.ArgumentParser(prog="geodelta train", description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=None, help="labelled data folder (default: GEODELTA_DATA)")
-    ap.add_argument("--out", type=Path, default=Path("siamese_v1.pt"), help="checkpoint to write")
-    ap.add_argument("--max-minutes", type=float, default=35.0, help="wall-clock budget incl. data loading")
-    ap.add_argument("--epochs", type=int, default=28)
-    ap.add_argument("--steps-per-epoch", type=int, default=30)
+    ap.add_argument("--out", type=Path, default=Path("siamese_v2.pt"), help="checkpoint to write")
+    ap.add_argument("--max-minutes", type=float, default=55.0, help="wall-clock budget incl. data loading")
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--steps-per-epoch", type=int, default=100, help="training steps between validations")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--crop", type=int, default=96)
     ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--patience", type=int, default=10, help="epochs without a better mean validation F1")
+    ap.add_argument("--patience", type=int, default=15, help="epochs without a better mean validation F1")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--compare", action="store_true", help="after training, score learned vs irmad per validation domain")

@@ -129,3 +129,14 @@ def test_detect_with_learned_on_a_sentinel2_folder(data_dir, tmp_path):
     summary = run_detect(city / "imgs_1", city / "imgs_2", tmp_path, method="learned")
     assert summary["method"]["params"]["bands_used"] == ["B02", "B03", "B04", "B08"]
     assert (tmp_path / "change.tif").is_file()
+
+
+def test_learning_rate_warms_up_then_anneals_by_the_end_of_the_budget():
+    from geodelta.perception.train import learning_rate
+
+    peak = 3e-3
+    lrs = [learning_rate(p / 100, peak) for p in range(101)]
+    assert lrs[0] < 0.2 * peak and abs(max(lrs) - peak) < 1e-9
+    top = int(np.argmax(lrs))
+    assert all(x >= y for x, y in zip(lrs[top:], lrs[top + 1:]))  # monotone decay after the warm-up
+    assert lrs[-1] <= 0.011 * peak and learning_rate(2.0, peak) == lrs[-1]  # past the budget: stays at the floor
