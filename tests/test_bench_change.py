@@ -29,3 +29,17 @@ def test_bench_change_held_out_table(data_dir: Path, capsys: pytest.CaptureFixtu
     # seven published models, scored on all crops and on the two held-out crops; all are strong on LEVIR
     assert len(summary["published"]) == 7 and summary["published"].keys() == summary["published_held_out"].keys()
     assert all(0.8 < f1 <= 1.0 for f1 in summary["published_held_out"].values())
+
+
+def test_bench_refine_through_the_console_script(data_dir: Path) -> None:
+    import subprocess
+    import sys
+
+    exe = Path(sys.executable).with_name("geodelta")
+    proc = subprocess.run([str(exe), "bench", "refine", "--domains", "levir"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("levir"))
+    cells = [c for c in row.replace("|", " ").split()]
+    assert cells[1] == "7"  # the seven LEVIR test crops
+    f1_before, f1_after = float(cells[2]), float(cells[3])
+    assert 0.0 < f1_before < 1.0 and 0.0 < f1_after < 1.0
