@@ -30,8 +30,8 @@ _TORCH_MISSING = "the learned model needs the [train] extra: pip install 'geodel
 
 
 def default_weights() -> Path:
-    """The shipped weights, geodelta/data/weights/siamese_v1.pt (package data)."""
-    return Path(str(resources.files("geodelta.data") / "weights" / "siamese_v1.pt"))
+    """The shipped weights, geodelta/data/weights/siamese_v2.pt (package data)."""
+    return Path(str(resources.files("geodelta.data") / "weights" / "siamese_v2.pt"))
 
 
 def require_torch():
@@ -226,7 +226,7 @@ class LearnedMasker:
         finite = np.isfinite(a).all(0) & np.isfinite(b).all(0)
         ca, sa = channel_stats(a[idx][:, finite])
         cb, sb = channel_stats(b[idx][:, finite])
-        return {"method": self.name, "weights_sha256": sha, "model": meta.get("name", "siamese_v1"), "threshold": 0.5,
+        return {"method": self.name, "weights_sha256": sha, "model": meta.get("name", "siamese"), "threshold": 0.5,
                 "channels": idx, "channel_roles": list(CHANNELS[: len(idx)]), "has_nir": has_nir,
                 "centre_a": ca, "scale_a": sa, "centre_b": cb, "scale_b": sb}
 

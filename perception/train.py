@@ -204,8 +204,8 @@ def validate(model, scenes: list[Scene]) -> dict[str, dict[str, float]]:
     return {d: metrics.scores(metrics.merge(c)) for d, c in confs.items()}
 
 
-def train(data_dir: str | Path, out_path: str | Path, *, max_minutes: float = 55.0, epochs: int = 30, seed: int = 0,
-          steps_per_epoch: int = 100, batch_size: int = 8, crop: int = 96, lr: float = 3e-3, patience: int = 15,
+def train(data_dir: str | Path, out_path: str | Path, *, max_minutes: float = 55.0, epochs: int = 80, seed: int = 0,
+          steps_per_epoch: int = 100, batch_size: int = 8, crop: int = 96, lr: float = 3e-3, patience: int = 20,
           threads: int = 2, domains: tuple[str, ...] | None = None, val_split: dict[str, set[str]] | None = None,
           max_train_pairs: int | None = None, extra: bool = True, config: dict[str, Any] | None = None,
           quiet: bool = False) -> dict[str, Any]:
@@ -318,12 +318,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--data", type=Path, default=None, help="labelled data folder (default: GEODELTA_DATA)")
     ap.add_argument("--out", type=Path, default=Path("siamese_v2.pt"), help="checkpoint to write")
     ap.add_argument("--max-minutes", type=float, default=55.0, help="wall-clock budget incl. data loading")
-    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--epochs", type=int, default=80)
     ap.add_argument("--steps-per-epoch", type=int, default=100, help="training steps between validations")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--crop", type=int, default=96)
     ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--patience", type=int, default=15, help="epochs without a better mean validation F1")
+    ap.add_argument("--patience", type=int, default=20, help="epochs without a better mean validation F1")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--compare", action="store_true", help="after training, score learned vs irmad per validation domain")
