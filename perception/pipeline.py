@@ -61,11 +61,13 @@ def detect_stage(
     progress: Progress | None = None,
     engine: str = "local",
     engine_opts: dict | None = None,
+    masker_opts: dict | None = None,
 ) -> Detection:
     """Fit the masker on a scene-wide sample, score tile by tile, write change.tif / change_prob.tif.
 
     Peak memory follows `tile` (plus the masker's halo), not the scene size. `engine` ("local" or
-    "dask", see engines.py) runs the windows; `engine_opts` go to it (scheduler, workers).
+    "dask", see engines.py) runs the windows; `engine_opts` go to it (scheduler, workers); `masker_opts`
+    go to the masker (e.g. `weights` of the learned model).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     grid = pair.grid
@@ -75,7 +77,8 @@ def detect_stage(
         roles = {role: keep.index(i) for role, i in roles.items() if i in keep}
     # Maskers that need to know which band is red / NIR (the learned one) take `roles`.
     takes_roles = "roles" in inspect.signature(change.MASKERS.get(method, object)).parameters
-    masker = change.get_masker(method, **({"roles": roles} if takes_roles else {}))
+    opts = dict(masker_opts or {}) | ({"roles": roles} if takes_roles else {})  # e.g. the learned model's weights
+    masker = change.get_masker(method, **opts)
     if keep is not None:
         masker = change.BandSubset(masker, keep, [pair.band_names[i] for i in keep])
     timings: dict[str, float] = {}

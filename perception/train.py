@@ -284,29 +284,28 @@ def train(data_dir: str | Path, out_path: str | Path, *, max_minutes: float = 55
 
 def compare(data_dir: str | Path, weights: str | Path | None = None, methods=("learned", "irmad"),
             val_split: dict[str, set[str]] | None = None) -> dict[str, dict[str, dict[str, float]]]:
-    """Per-domain scores of each masker on the validation pairs through the `geodelta detect` path
-    (scene-wide fit, tiles with HALO, clean_mask radius 1, no size filter)."""
-    from geodelta.perception import change
+    """Per-domain scores of each masker on the validation pairs through `pipeline.detect_stage`, the path
+    of `geodelta detect` and `geodelta bench change` (band subset, scene-wide fit, tiles with halo, clean)."""
+    import tempfile
+
+    import rasterio
+
     from geodelta.perception.io import open_pair
-    from geodelta.perception.pipeline import pair_roles
-    from geodelta.perception.tiling import iter_windows
+    from geodelta.perception.pipeline import detect_stage
 
     _, val_lp = split_pairs(Path(data_dir), VAL_SPLIT if val_split is None else val_split)
     out: dict[str, dict[str, list]] = {m: {} for m in methods}
-    for lp in val_lp:
-        truth, labelled = lp.truth()
-        with open_pair(lp.before, lp.after) as pair:
-            for m in methods:
-                opts = {"roles": pair_roles(pair), "weights": weights} if m == "learned" else {}
-                masker = change.get_masker(m, **opts)
-                params = masker.fit(*pair.sample())
-                pred = np.zeros(truth.shape, bool)
-                for read_win, core_win, core in iter_windows(pair.grid, 1024, halo=change.HALO):
-                    a, b, valid = pair.read(read_win)
-                    mask = change.clean_mask(masker.score(a, b, valid, params) >= 0.5, valid)[core]
-                    r, c = int(core_win.row_off), int(core_win.col_off)
-                    pred[r:r + mask.shape[0], c:c + mask.shape[1]] = mask
-                out[m].setdefault(lp.domain, []).append(metrics.confusion(pred, truth, labelled))
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, lp in enumerate(val_lp):
+            truth, labelled = lp.truth()
+            with open_pair(lp.before, lp.after) as pair:
+                for m in methods:
+                    opts = {"weights": weights} if m == "learned" and weights else {}
+                    det = detect_stage(pair, Path(tmp) / f"{m}_{i}", method=m, min_area_m2=0.0, min_area_px=0,
+                                       masker_opts=opts)
+                    with rasterio.open(det.change_tif) as src:
+                        pred = src.read(1) == 1
+                    out[m].setdefault(lp.domain, []).append(metrics.confusion(pred, truth, labelled))
     return {m: {d: metrics.scores(metrics.merge(c)) for d, c in per.items()} for m, per in out.items()}
 
 

@@ -166,3 +166,12 @@ def test_shipped_weights_find_buildings_on_held_out_levir_crops(data_dir: Path):
     f1 = metrics.scores(metrics.merge(confs))["f1"]
     print(f"held-out LEVIR F1 {f1:.3f}")
     assert f1 > 0.6
+
+
+@needs_torch
+def test_compare_scores_validation_pairs_through_the_detect_path(data_dir: Path):
+    from geodelta.perception.train import compare
+
+    res = compare(data_dir, methods=("learned", "irmad"), val_split={"levir": {"test_2_0000_0000"}})
+    assert set(res) == {"learned", "irmad"} and set(res["learned"]) == {"levir"}
+    assert 0.0 < res["irmad"]["levir"]["f1"] < res["learned"]["levir"]["f1"] < 1.0

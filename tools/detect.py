@@ -15,7 +15,11 @@ from geodelta.tools.workspace import Analysis
 class DetectArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
     scene_id: str = Field(description="The scene_id load_scene returned.")
-    method: Literal["irmad", "cva", "learned"] = Field(default="irmad", description="Change masker.")
+    method: Literal["irmad", "cva", "learned"] = Field(
+        default="irmad",
+        description="Change masker: irmad (training-free, any sensor; the default), cva (training-free), learned "
+                    "(GeoDelta's Siamese network: better than irmad on sub-2 m aerial RGB building change, worse on "
+                    "10-30 m satellite imagery; needs the [train] extra).")
     min_area_m2: float = Field(default=0.0, ge=0, description="Drop regions smaller than this (m²).")
 
 
