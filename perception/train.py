@@ -124,8 +124,8 @@ def _radiometry(x, rng: np.random.Generator, torch):
 class Sampler:
     """Domain-balanced random crops with augmentation; deterministic for a given seed."""
 
-    def __init__(self, scenes: list[Scene], crop: int, seed: int):
-        self.crop, self.rng = crop, np.random.default_rng(seed)
+    def __init__(self, scenes: list[Scene], crop: int, seed: int, scale_range: tuple[float, float] = SCALE_RANGE):
+        self.crop, self.rng, self.scale_range = crop, np.random.default_rng(seed), tuple(scale_range)
         self.by_domain: dict[str, list[Scene]] = {}
         for s in scenes:
             self.by_domain.setdefault(s.domain, []).append(s)
@@ -138,7 +138,7 @@ class Sampler:
         sc = scenes[rng.choice(len(scenes), p=areas / areas.sum())]
         h, w = sc.truth.shape
         has_nir = bool(sc.a[-1, 0, 0] > 0.5)
-        scale = math.exp(rng.uniform(*np.log(SCALE_RANGE)))
+        scale = math.exp(rng.uniform(*np.log(self.scale_range)))
         src = max(8, min(int(round(crop / scale)), h, w))
         if sc.change_idx.size and rng.random() < 0.5:
             cy, cx = divmod(int(sc.change_idx[rng.integers(sc.change_idx.size)]), w)
@@ -208,7 +208,7 @@ def train(data_dir: str | Path, out_path: str | Path, *, max_minutes: float = 55
           steps_per_epoch: int = 100, batch_size: int = 8, crop: int = 96, lr: float = 3e-3, patience: int = 20,
           threads: int = 2, domains: tuple[str, ...] | None = None, val_split: dict[str, set[str]] | None = None,
           max_train_pairs: int | None = None, extra: bool = True, config: dict[str, Any] | None = None,
-          quiet: bool = False) -> dict[str, Any]:
+          scale_range: tuple[float, float] = SCALE_RANGE, quiet: bool = False) -> dict[str, Any]:
     """Train from scratch; write the best checkpoint (by mean validation F1) to out_path; return metrics."""
     torch = learned.require_torch()
     from rich.console import Console
@@ -231,7 +231,7 @@ def train(data_dir: str | Path, out_path: str | Path, *, max_minutes: float = 55
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     total = epochs * steps_per_epoch
     budget_s = max_minutes * 60.0
-    sampler = Sampler(train_sc, crop, seed)
+    sampler = Sampler(train_sc, crop, seed, scale_range)
     console = Console(stderr=True, quiet=quiet)
     best: dict[str, Any] = {"score": -1.0, "epoch": 0, "val": {}, "state": copy.deepcopy(model.state_dict())}
     history, stopped, steps, epoch = [], "epochs", 0, 0
@@ -275,7 +275,7 @@ def train(data_dir: str | Path, out_path: str | Path, *, max_minutes: float = 55
     model.load_state_dict(best["state"])
     minutes = (time.monotonic() - t_start) / 60
     meta = {"name": Path(out_path).stem, "seed": seed, "epochs_run": epoch, "best_epoch": best["epoch"], "steps": steps,
-            "batch_size": batch_size, "crop": crop, "lr": lr, "minutes": round(minutes, 2), "stopped": stopped,
+            "batch_size": batch_size, "crop": crop, "lr": lr, "scale_range": list(scale_range), "minutes": round(minutes, 2), "stopped": stopped,
             "train_pairs": [f"{lp.domain}/{lp.name}" for lp in train_lp], "val_pairs": [f"{lp.domain}/{lp.name}" for lp in val_lp],
             "val": {d: {k: round(v, 4) for k, v in s.items()} for d, s in best["val"].items()}}
     sha = learned.save_checkpoint(model, Path(out_path), cfg, meta)
@@ -309,6 +309,19 @@ def compare(data_dir: str | Path, weights: str | Path | None = None, methods=("l
     return {m: {d: metrics.scores(metrics.merge(c)) for d, c in per.items()} for m, per in out.items()}
 
 
+def _scale_range(text: str) -> tuple[float, float]:
+    """'MIN,MAX' -> (MIN, MAX), both positive with MIN <= MAX; InputError otherwise."""
+    from geodelta.errors import InputError
+
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(f"--scale-range wants MIN,MAX (e.g. 0.5,2), got {text!r}") from None
+    if not 0 < lo <= hi:
+        raise InputError(f"--scale-range needs 0 < MIN <= MAX, got {text!r}")
+    return lo, hi
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """`geodelta train` / `python -m geodelta.perception.train`."""
     from geodelta.settings import Settings
@@ -323,6 +336,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--crop", type=int, default=96)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--patience", type=int, default=20, help="epochs without a better mean validation F1")
+    ap.add_argument("--scale-range", default=f"{SCALE_RANGE[0]},{SCALE_RANGE[1]}",
+                    help="random rescale factors MIN,MAX (log-uniform), e.g. 0.25,2")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--compare", action="store_true", help="after training, score learned vs irmad per validation domain")
@@ -331,7 +346,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     data = args.data or Settings().data
     result = train(data, args.out, max_minutes=args.max_minutes, epochs=args.epochs, seed=args.seed,
                    steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, crop=args.crop, lr=args.lr,
-                   patience=args.patience, threads=args.threads, quiet=args.quiet)
+                   patience=args.patience, threads=args.threads, scale_range=_scale_range(args.scale_range),
+                   quiet=args.quiet)
     if args.compare:
         result["compare"] = compare(data, args.out)
     import json
