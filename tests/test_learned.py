@@ -175,3 +175,13 @@ def test_compare_scores_validation_pairs_through_the_detect_path(data_dir: Path)
     res = compare(data_dir, methods=("learned", "irmad"), val_split={"levir": {"test_2_0000_0000"}})
     assert set(res) == {"learned", "irmad"} and set(res["learned"]) == {"levir"}
     assert 0.0 < res["irmad"]["levir"]["f1"] < res["learned"]["levir"]["f1"] < 1.0
+
+
+@pytest.mark.parametrize("bad", ["2,1", "0,2", "x"])
+def test_train_rejects_a_bad_scale_range_in_one_line(bad: str, tmp_path: Path):
+    exe = Path(sys.executable).with_name("geodelta")
+    proc = subprocess.run([str(exe), "train", "--out", str(tmp_path / "w.pt"), f"--scale-range={bad}"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "--scale-range" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "w.pt").exists()
