@@ -6,7 +6,7 @@ temporary folder, then `refine_stage` with the chosen refiner. Pixel F1 is micro
 domain's pairs (summed confusions); boundary F1 (2 px tolerance) and region-count error
 (|#components(pred) - #components(label)| / #components(label), 4-connected) are means over pairs.
 Only labelled pixels count (Taizhou: 13% labelled). Usage:
-  python benchmarks/refine.py [--domains levir whu sztaki oscd landsat] [--method irmad]
+  geodelta bench refine [--domains levir whu sztaki oscd landsat] [--method irmad]
                               [--refiner superpixel] [--opt size_px=64 --opt compactness=0.1]
 """
 
