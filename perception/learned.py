@@ -30,8 +30,8 @@ _TORCH_MISSING = "the learned model needs the [train] extra: pip install 'geodel
 
 
 def default_weights() -> Path:
-    """The shipped weights, geodelta/data/weights/siamese_v2.pt (package data)."""
-    return Path(str(resources.files("geodelta.data") / "weights" / "siamese_v2.pt"))
+    """The shipped weights, geodelta/data/weights/siamese_v3.pt (package data)."""
+    return Path(str(resources.files("geodelta.data") / "weights" / "siamese_v3.pt"))
 
 
 def require_torch():

@@ -34,7 +34,7 @@ VAL_SPLIT: dict[str, set[str]] = {
     "landsat": {"taizhou"},
 }
 POS_WEIGHT = 3.0  # BCE weight of change pixels (about 5-15 % of labelled pixels are change)
-SCALE_RANGE = (0.5, 2.0)  # random rescale factor (log-uniform): covers 0.2 m - 30 m data in training
+SCALE_RANGE = (0.25, 2.0)  # random rescale factor (log-uniform); 0.25 beat 0.5 on every held-out domain (v3 vs v2)
 
 
 @dataclass
@@ -204,7 +204,7 @@ def validate(model, scenes: list[Scene]) -> dict[str, dict[str, float]]:
     return {d: metrics.scores(metrics.merge(c)) for d, c in confs.items()}
 
 
-def train(data_dir: str | Path, out_path: str | Path, *, max_minutes: float = 55.0, epochs: int = 80, seed: int = 0,
+def train(data_dir: str | Path, out_path: str | Path, *, max_minutes: float = 55.0, epochs: int = 110, seed: int = 0,
           steps_per_epoch: int = 100, batch_size: int = 8, crop: int = 96, lr: float = 3e-3, patience: int = 20,
           threads: int = 2, domains: tuple[str, ...] | None = None, val_split: dict[str, set[str]] | None = None,
           max_train_pairs: int | None = None, extra: bool = True, config: dict[str, Any] | None = None,
@@ -328,9 +328,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     ap = argparse.ArgumentParser(prog="geodelta train", description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=None, help="labelled data folder (default: GEODELTA_DATA)")
-    ap.add_argument("--out", type=Path, default=Path("siamese_v2.pt"), help="checkpoint to write")
+    ap.add_argument("--out", type=Path, default=Path("siamese_v3.pt"), help="checkpoint to write")
     ap.add_argument("--max-minutes", type=float, default=55.0, help="wall-clock budget incl. data loading")
-    ap.add_argument("--epochs", type=int, default=80)
+    ap.add_argument("--epochs", type=int, default=110)
     ap.add_argument("--steps-per-epoch", type=int, default=100, help="training steps between validations")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--crop", type=int, default=96)
