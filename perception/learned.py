@@ -170,8 +170,8 @@ def _sha256(path: Path) -> str:
 
 
 @functools.lru_cache(maxsize=4)
-def load_model(path: str | Path | None = None):
-    """(model in eval mode, checkpoint meta, sha256) from a checkpoint, loaded once per process."""
+def load_model(path: str | Path | None = None, device: str = "cpu"):
+    """(model in eval mode on `device`, checkpoint meta, sha256) from a checkpoint, loaded once per process."""
     torch = require_torch()
     path = Path(path) if path else default_weights()
     if not path.is_file():
@@ -181,7 +181,7 @@ def load_model(path: str | Path | None = None):
         raise ConfigError(f"{path} is not a GeoDelta Siamese checkpoint: train one with `geodelta train`")
     model = build_model(ckpt["config"])
     model.load_state_dict(ckpt["state_dict"])
-    model.eval()
+    model.to(device).eval()
     return model, dict(ckpt.get("meta", {})), _sha256(path)
 
 
@@ -192,11 +192,12 @@ def predict(model, xa: np.ndarray, xb: np.ndarray) -> np.ndarray:
     ph, pw = -h % MULTIPLE, -w % MULTIPLE
     pad = ((0, 0), (0, ph), (0, pw))
     mode = "reflect" if h > ph and w > pw else "edge"
-    ta = torch.from_numpy(np.pad(xa, pad, mode=mode)[None])
-    tb = torch.from_numpy(np.pad(xb, pad, mode=mode)[None])
+    device = next(model.parameters()).device
+    ta = torch.from_numpy(np.pad(xa, pad, mode=mode)[None]).to(device)
+    tb = torch.from_numpy(np.pad(xb, pad, mode=mode)[None]).to(device)
     with torch.inference_mode():
         prob = torch.sigmoid(model(ta, tb))[0, 0, :h, :w]
-    return prob.numpy().astype(np.float32)
+    return prob.float().cpu().numpy()
 
 
 # ---------------------------------------------------------------- the masker
@@ -207,14 +208,22 @@ class LearnedMasker:
     """The Siamese network as a change masker (threshold 0.5 on its sigmoid output).
 
     `roles` (role -> band index in the arrays fit/score get) says which bands are R, G, B, NIR; the
-    pipeline passes `pair_roles(pair)`. `weights` overrides the shipped checkpoint.
+    pipeline passes `pair_roles(pair)`. `weights` overrides the shipped checkpoint. `device`
+    (`auto|cpu|cuda`, default the GEODELTA_DEVICE setting) runs the network on a GPU when there is one.
     """
 
     name = "learned"
 
-    def __init__(self, roles: dict[str, int] | None = None, weights: str | Path | None = None):
+    def __init__(self, roles: dict[str, int] | None = None, weights: str | Path | None = None, device: str | None = None):
         self.roles = dict(roles) if roles else None
         self.weights = str(weights) if weights else None
+        self.device = device
+
+    def _model(self):
+        from geodelta.perception.device import resolve_device
+
+        require_torch()
+        return load_model(self.weights, resolve_device(self.device))
 
     def fit(self, a: np.ndarray, b: np.ndarray) -> dict:
         a = np.asarray(a, np.float32)
@@ -222,7 +231,7 @@ class LearnedMasker:
         if a.ndim != 2 or a.shape != b.shape:
             raise InputError(f"the two dates' samples must be (bands, pixels) arrays of one shape; got {a.shape} and {b.shape}")
         idx, has_nir = channel_indices(a.shape[0], self.roles)
-        _, meta, sha = load_model(self.weights)
+        _, meta, sha = self._model()
         finite = np.isfinite(a).all(0) & np.isfinite(b).all(0)
         ca, sa = channel_stats(a[idx][:, finite])
         cb, sb = channel_stats(b[idx][:, finite])
@@ -236,7 +245,7 @@ class LearnedMasker:
         if a.ndim != 3 or a.shape != b.shape:
             raise InputError(f"the two dates must be (bands, h, w) arrays of one shape; got {a.shape} and {b.shape}")
         valid = np.asarray(valid, bool) & np.isfinite(a).all(0) & np.isfinite(b).all(0)
-        model, _, sha = load_model(self.weights)
+        model, _, sha = self._model()
         if params.get("weights_sha256") not in (None, sha):
             raise ConfigError("the learned model's weights changed since fit(): fit again with the current weights")
         idx, has_nir = list(params["channels"]), bool(params["has_nir"])

@@ -24,6 +24,7 @@ from skimage.segmentation import find_boundaries, slic
 from geodelta.contracts import Region
 from geodelta.errors import ConfigError, InputError
 from geodelta.perception import describe
+from geodelta.perception.device import resolve_device
 from geodelta.perception.io import AlignedPair
 from geodelta.perception.render import write_geotiff
 from geodelta.perception.tiling import iter_windows
@@ -238,10 +239,7 @@ def load_sam(checkpoint: str, model_type: str, device: str, builder: Callable[[]
             raise ConfigError(f"unknown SAM model type {model_type!r}: set GEODELTA_SAM_MODEL_TYPE to one of "
                               f"{', '.join(SAM_MODEL_TYPES)}")
         builder = functools.partial(sam_model_registry[model_type], checkpoint=None)
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("GEODELTA_DEVICE=cuda but torch sees no CUDA device: set it to auto or cpu")
+    device = resolve_device(device)
     model = builder()
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)

@@ -28,6 +28,7 @@ from typing import Any
 from geodelta.contracts import VOCABULARY, ChangeQuery, Quadruple
 from geodelta.errors import ConfigError, InputError, ModelError
 from geodelta.perception.caption import caption, format_area
+from geodelta.perception.device import resolve_device
 
 DEFAULT_MAX_NEW_TOKENS = 512  # a plan step is one tool call (< 200 tokens); captions < 150 tokens
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
@@ -121,17 +122,6 @@ def load_image(ref: Any) -> Any:
 
 
 # --- the model ---------------------------------------------------------------------------------
-
-
-def resolve_device(device: str) -> str:
-    """'auto' -> 'cuda' when torch sees a GPU, else 'cpu'; 'cuda' without a GPU is a ConfigError."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("GEODELTA_DEVICE=cuda but torch sees no CUDA GPU: set GEODELTA_DEVICE=auto or cpu.")
-    return device
 
 
 def resolve_dtype(dtype: str, device: str) -> Any:

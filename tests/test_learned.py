@@ -185,3 +185,22 @@ def test_train_rejects_a_bad_scale_range_in_one_line(bad: str, tmp_path: Path):
     assert proc.returncode == 2
     assert "--scale-range" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "w.pt").exists()
+
+
+@needs_torch
+def test_device_setting_is_resolved_against_the_machine(monkeypatch: pytest.MonkeyPatch):
+    from geodelta.errors import ConfigError
+    from geodelta.perception.device import resolve_device
+
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    monkeypatch.setenv("GEODELTA_DEVICE", "cpu")
+    assert resolve_device() == "cpu"
+    with pytest.raises(ConfigError, match="GEODELTA_DEVICE"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA"):
+            resolve_device("cuda")
+        masker = change.get_masker("learned", device="cuda")
+        with pytest.raises(ConfigError, match="no CUDA"):
+            masker.fit(np.ones((3, 10), np.float32), np.ones((3, 10), np.float32))
