@@ -236,7 +236,7 @@ def train(ctx: typer.Context) -> None:
     """Train GeoDelta's Siamese change model on the labelled data in GEODELTA_DATA (needs the \\[train] extra).
 
     Options: --data --out --max-minutes --epochs --steps-per-epoch --batch-size --crop --lr --patience
-    --seed --threads --compare --quiet (see `python -m geodelta.perception.train --help`).
+    --scale-range --seed --threads --compare --quiet (see `python -m geodelta.perception.train --help`).
     """
     from geodelta.perception.train import main as train_main
 
