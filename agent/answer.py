@@ -12,6 +12,7 @@ from typing import Any
 from langchain_core.messages import AIMessage, AnyMessage, ToolMessage
 
 from geodelta.contracts import Answer, ChangeQuery, Evidence, Region
+from geodelta.errors import CLARIFICATION_EXIT
 from geodelta.perception.caption import format_area
 from geodelta.tools.workspace import Workspace
 
@@ -40,6 +41,13 @@ def tool_results(messages: list[AnyMessage]) -> dict[str, tuple[str, dict[str, A
 
 def tool_errors(messages: list[AnyMessage]) -> list[str]:
     return [f"{m.name}: {m.content}" for m in messages if isinstance(m, ToolMessage) and m.status == "error"]
+
+
+def error_exit_code(messages: list[AnyMessage]) -> int:
+    """Exit status for a question the tools could not answer: the refusing error's code (2, bad input, by default)."""
+    codes = [(m.artifact or {}).get("exit_code", 2) if isinstance(m.artifact, dict) else 2
+             for m in messages if isinstance(m, ToolMessage) and m.status == "error"]
+    return max(codes, default=2)
 
 
 def _classes(names: list[str]) -> str:
@@ -78,7 +86,9 @@ def compose(messages: list[AnyMessage], history: list[AnyMessage], workspace: Wo
 
     if "describe_changes" not in results:
         why = clarify or ("; ".join(errors) if errors else "the analysis did not run")
-        return Answer(text=f"I could not answer: {why}", query=query, clarification=clarify, caveats=errors, thread_id=thread_id, audit_id=audit_id)
+        status, code = ("clarification", CLARIFICATION_EXIT) if clarify else ("failed", error_exit_code(messages))
+        return Answer(text=f"I could not answer: {why}", query=query, clarification=clarify, caveats=errors, thread_id=thread_id,
+                      audit_id=audit_id, status=status, exit_code=code)
 
     d_id, desc = results["describe_changes"]
     an = workspace.analysis(desc["analysis_id"])

@@ -19,7 +19,7 @@ from langgraph.types import Command
 from geodelta.agent.audit import Auditor, current_run
 from geodelta.agent.state import question_message
 from geodelta.contracts import Answer, ChangeQuery
-from geodelta.errors import InputError
+from geodelta.errors import CLARIFICATION_EXIT, InputError
 from geodelta.settings import Settings
 
 
@@ -34,7 +34,8 @@ class Assistant:
 
         self.settings = (settings or Settings()).model_copy(update=overrides) if overrides else (settings or Settings())
         db = self.settings.db_path
-        self.memory = Memory(db)
+        key = self.settings.audit_key.get_secret_value() if self.settings.audit_key else None
+        self.memory = Memory(db, audit_key=key)
         self.checkpointer = open_checkpointer(db)
         self.ctx = ToolContext.create(self.settings, memory=self.memory)
         self.ctx.progress = _stream_progress
@@ -130,9 +131,11 @@ class Assistant:
         if interrupts:
             question = interrupts[0].value["question"]
             self.auditor.record("clarification", actor="agent", result={"question": question})
-            return Answer(text=question, query=ChangeQuery(), clarification=question, thread_id=thread_id, audit_id=run_id)
+            return Answer(text=question, query=ChangeQuery(), clarification=question, thread_id=thread_id, audit_id=run_id,
+                          status="clarification", exit_code=CLARIFICATION_EXIT)
         answer = Answer.model_validate(result["answer"])
-        self.auditor.record("answer", actor="agent", result={"text": answer.text, "n_regions": len(answer.regions), "maps": answer.maps, "confidence": answer.confidence})
+        self.auditor.record("answer", actor="agent", result={"text": answer.text, "n_regions": len(answer.regions), "maps": answer.maps, "confidence": answer.confidence,
+                                                                "status": answer.status})
         return answer
 
     def _stream_events(self, graph_input: Any, thread_id: str, run_id: str) -> Iterator[dict[str, Any]]:

@@ -17,6 +17,8 @@ from typing import Any
 from langchain_core.messages import ToolMessage
 from langgraph.prebuilt.tool_node import ToolCallRequest
 
+from geodelta.errors import GeoDeltaError
+
 # The audit id of the question being answered; a ContextVar so concurrent asks in threads stay apart.
 current_run: contextvars.ContextVar[tuple[str | None, str | None]] = contextvars.ContextVar("geodelta_run", default=(None, None))
 
@@ -36,6 +38,12 @@ def _artefact_hashes(result: dict[str, Any]) -> list[str]:
     if result.get("change_tif"):
         paths.append(result["change_tif"])
     return [file_sha256(p) for p in paths if p and Path(p).is_file()]
+
+
+def tool_error(call: dict[str, Any], exc: GeoDeltaError) -> ToolMessage:
+    """An error ToolMessage for a refused call; the artifact keeps the error kind and its exit code."""
+    return ToolMessage(content=f"Error: {exc}", name=call["name"], tool_call_id=call["id"], status="error",
+                       artifact={"error_type": type(exc).__name__, "exit_code": exc.exit_code})
 
 
 class Auditor:
@@ -58,7 +66,10 @@ class Auditor:
         common = {"tool": call["name"], "tool_call_id": call["id"]}
         self.record("tool_call", actor="model", args=call["args"], tool_schema_hash=schema_hash(request.tool), model=self.model_name, **common)
         t0 = time.perf_counter()
-        msg = execute(request)
+        try:
+            msg = execute(request)
+        except GeoDeltaError as exc:  # the tool refused: the model and the person see the actionable message
+            msg = tool_error(call, exc)
         ms = (time.perf_counter() - t0) * 1000
         if isinstance(msg, ToolMessage) and msg.status == "error":
             self.record("error", actor="tool", error=str(msg.content), duration_ms=ms, **common)

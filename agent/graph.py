@@ -18,14 +18,20 @@ from langgraph.types import interrupt
 from geodelta.agent.answer import compose
 from geodelta.agent.audit import Auditor, current_run
 from geodelta.agent.state import AgentState, current_turn
-from geodelta.errors import GeoDeltaError, ModelError
+from geodelta.errors import ModelError
 from geodelta.settings import Settings
 from geodelta.tools.workspace import Workspace
 
 
-def tool_error_message(e: GeoDeltaError | ToolInvocationError) -> str:
-    """What the model sees when a tool refuses: the actionable message, never a traceback."""
-    return f"Error: {e}"
+def invalid_arguments_message(e: ToolInvocationError) -> str:
+    """What the model sees when its arguments fail the tool's schema: the validation message, to correct the call.
+
+    LangGraph infers the handled exception types from this annotation. It must name ONE class: under
+    `from __future__ import annotations` a union annotation is a string LangGraph cannot read, and every
+    tool error became "'types.UnionType' object has no attribute '__mro__'". A `GeoDeltaError` raised by
+    a tool is turned into an error message by the audit interceptor (`Auditor.wrap_tool_call`).
+    """
+    return f"Error: invalid arguments: {e}"
 
 
 def build_graph(settings: Settings, model: Any, checkpointer: Any, tools: list[BaseTool], auditor: Auditor, workspace: Workspace, *, fallback: Any = None):
@@ -84,7 +90,7 @@ def build_graph(settings: Settings, model: Any, checkpointer: Any, tools: list[B
 
     g = StateGraph(AgentState)
     g.add_node("plan", plan)
-    g.add_node("tools", ToolNode(tools, wrap_tool_call=auditor.wrap_tool_call, handle_tool_errors=tool_error_message))
+    g.add_node("tools", ToolNode(tools, wrap_tool_call=auditor.wrap_tool_call, handle_tool_errors=invalid_arguments_message))
     g.add_node("clarify", clarify)
     g.add_node("answer", answer)
     g.add_edge(START, "plan")

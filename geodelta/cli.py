@@ -15,8 +15,9 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from geodelta.errors import GeoDeltaError, InputError
+from geodelta.errors import GeoDeltaError, InputError, missing_dependency
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Ask how the land changed between images.")
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks on the real data in GEODELTA_DATA (print tables).")
@@ -75,11 +76,11 @@ def detect(
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("geodelta-out"),
     method: Annotated[str, typer.Option(help="Change masker: irmad (default), cva, learned.")] = "irmad",
     aoi: Annotated[Optional[str], typer.Option(help="west,south,east,north in lon/lat degrees.")] = None,
-    min_area_m2: Annotated[float, typer.Option("--min-area-m2", help="Drop regions smaller than this (m²).")] = 0.0,
-    tile: Annotated[int, typer.Option(help="Tile edge in pixels (peak memory follows it).")] = 1024,
+    min_area_m2: Annotated[float, typer.Option("--min-area-m2", min=0.0, help="Drop regions smaller than this (m², >= 0).")] = 0.0,
+    tile: Annotated[int, typer.Option(min=64, max=16384, help="Tile edge in pixels, 64-16384 (peak memory follows it).")] = 1024,
     engine: Annotated[str, typer.Option(help="Where tiles run: local (default) or dask.")] = "local",
     scheduler: Annotated[Optional[str], typer.Option(help="Dask scheduler address tcp://HOST:PORT (engine dask).")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Local Dask worker processes when no --scheduler (engine dask).")] = None,
+    workers: Annotated[Optional[int], typer.Option(min=1, max=256, help="Local Dask worker processes when no --scheduler (engine dask).")] = None,
     dates: Annotated[Optional[str], typer.Option(help="One date per image, oldest first: 2009-08-18,2012-07-31,... (default: from metadata).")] = None,
     as_json: Json = False,
     quiet: Quiet = False,
@@ -92,14 +93,18 @@ def detect(
     if engine != "dask" and (scheduler or workers):
         raise InputError("--scheduler and --workers need --engine dask")
     engine_opts = {k: v for k, v in {"scheduler": scheduler, "workers": workers}.items() if v is not None}
+    from geodelta.perception.staging import staged_output
+
     kw = dict(method=method, aoi=_parse_aoi(aoi), min_area_m2=min_area_m2, tile=tile, engine=engine, engine_opts=engine_opts)
-    with _progress(not (quiet or as_json)) as progress:
+    # Outputs are written into a hidden sibling folder and moved into DIR when complete (summary.json last):
+    # a killed run never leaves a half-written change.tif that looks finished. Unwritable DIR fails here, first.
+    with staged_output(out_dir) as work, _progress(not (quiet or as_json)) as progress:
         if len(images) > 2:
             from geodelta.perception.series import parse_dates, run_series
 
-            summary = run_series(images, out_dir, dates=parse_dates(dates), progress=progress, **kw)
+            summary = run_series(images, work, dates=parse_dates(dates), progress=progress, **kw)
         else:
-            summary = run_detect(images[0], images[1], out_dir, progress=progress, **kw)
+            summary = run_detect(images[0], images[1], work, progress=progress, **kw)
     if as_json:
         print(json.dumps(summary, indent=2))
         return
@@ -150,9 +155,10 @@ def demo(
         assistant.close()
     if as_json:
         print(answer.model_dump_json(indent=2))
-        return
-    _print_answer(answer)
-    out.print(f"[dim]audit trail: geodelta audit show {answer.audit_id} --db {out_dir / 'geodelta.db'}[/dim]")
+    else:
+        _print_answer(answer)
+        out.print(f"[dim]audit trail: geodelta audit show {answer.audit_id} --db {out_dir / 'geodelta.db'}[/dim]")
+    _exit_for(answer)
 
 
 @app.command()
@@ -180,8 +186,17 @@ def ask(
         assistant.close()
     if as_json:
         print(answer.model_dump_json(indent=2))
-        return
-    _print_answer(answer)
+    else:
+        _print_answer(answer)
+    _exit_for(answer)
+
+
+def _exit_for(answer) -> None:
+    """`ask` and `demo` exit 0 when answered ("no change found" included), else the answer's exit code."""
+    if answer.status == "failed":
+        err.print(f"[bold red]error:[/bold red] {answer.text}", soft_wrap=True, highlight=False)
+    if answer.exit_code:
+        raise typer.Exit(answer.exit_code)
 
 
 def _print_answer(answer) -> None:
@@ -279,25 +294,63 @@ for _name, _help in BENCHMARKS.items():
     _bench_command(_name, _help)
 
 
+# Lazily imported optional modules -> the extra that installs them (see pyproject.toml).
+OPTIONAL_MODULES = {
+    "psutil": "bench", "dask": "dask", "distributed": "dask", "torch": "train", "torchvision": "train",
+    "segment_anything": "sam", "transformers": "vlm", "accelerate": "vlm", "mcp": "mcp",
+}
+
+
+def _line(message: str) -> None:
+    err.print(f"[bold red]error:[/bold red] {message}", soft_wrap=True, highlight=False, markup=True)
+
+
+def validation_line(exc: Exception) -> str:
+    """One line for a pydantic ValidationError: which setting or field, what is allowed, what was given."""
+    errors = exc.errors(include_url=False)  # type: ignore[attr-defined]
+    parts = []
+    for e in errors[:3]:
+        name = ".".join(str(x) for x in e.get("loc", ())) or "value"
+        env = f" (GEODELTA_{name.upper()})" if getattr(exc, "title", "") == "Settings" else ""
+        parts.append(f"{name}{env}: {e.get('msg', 'invalid')}, got {e.get('input')!r}")
+    more = f" (+{len(errors) - 3} more)" if len(errors) > 3 else ""
+    return "invalid value for " + "; ".join(parts) + more
+
+
 def main() -> None:
-    """Console-script entry point: turn GeoDeltaError into one clean line and an exit code."""
+    """Console-script entry point: one clean line on stderr for every user-facing failure, and a true exit code.
+
+    `standalone_mode=False` makes click *return* the code of a `typer.Exit` instead of exiting; it is passed
+    on to `sys.exit` here (dropping it made `audit verify` on a tampered trail exit 0). Exit codes: see
+    `geodelta.errors`. Anything not handled below is a bug and keeps its traceback.
+    """
+    from pydantic import ValidationError
+
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)
     except GeoDeltaError as exc:
-        err.print(f"[bold red]error:[/bold red] {exc}", soft_wrap=True, highlight=False)
+        _line(escape(str(exc)))
         sys.exit(exc.exit_code)
-    except typer.Abort:
+    except (typer.Abort, KeyboardInterrupt):
         err.print("aborted")
         sys.exit(130)
-    except SystemExit:
-        raise
-    except Exception as exc:  # click usage errors arrive here in standalone_mode=False
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show(file=sys.stderr)
-            sys.exit(exc.exit_code)
-        raise
+    except typer.TyperException as exc:  # typer's (vendored click) usage errors: bad option values, missing arguments
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        _line(escape(message) + hint)
+        sys.exit(getattr(exc, "exit_code", 2))
+    except ValidationError as exc:
+        _line(escape(validation_line(exc)))
+        sys.exit(InputError.exit_code)
+    except ModuleNotFoundError as exc:
+        root = (exc.name or "").split(".")[0]
+        if root not in OPTIONAL_MODULES:
+            raise
+        missing = missing_dependency(root, OPTIONAL_MODULES[root], "this command")
+        _line(escape(str(missing)))
+        sys.exit(missing.exit_code)
+    sys.exit(rc if isinstance(rc, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -175,6 +175,9 @@ class Answer(_Model):
     audit_id: str | None = None
     thread_id: str | None = None
     clarification: str | None = None
+    status: Literal["answered", "clarification", "failed"] = Field(
+        default="answered", description="answered (no change found included), asked back, or could not answer.")
+    exit_code: int = Field(default=0, description="The `geodelta ask` exit status this answer maps to (see geodelta.errors).")
 
 
 def utcnow() -> datetime:

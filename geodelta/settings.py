@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 _CHECKOUT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
@@ -23,6 +23,8 @@ class Settings(BaseSettings):
 
     data: Path = Field(default_factory=_default_data_dir, description="Folder of labelled real data (../shared/data).")
     db: Path = Field(default=Path("~/.geodelta/geodelta.db"), description="SQLite file for memory, audit and threads.")
+    audit_key: SecretStr | None = Field(default=None, description="HMAC key for the audit chain (GEODELTA_AUDIT_KEY): "
+                                        "rewriting the trail then needs the key. Keep it outside the database's machine.")
     out: Path = Field(default=Path("geodelta-out"), description="Default output folder for maps and summaries.")
 
     # perception

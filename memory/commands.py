@@ -30,7 +30,15 @@ def _open(db: Path | None) -> Memory:
     path = (db.expanduser() if db is not None else default_db_path())
     if not path.is_file():
         raise InputError(f"no GeoDelta database at {path}: pass --db PATH or set GEODELTA_DB")
-    return Memory(path)
+    return Memory(path, audit_key=_audit_key())
+
+
+def _audit_key() -> str | None:
+    """GEODELTA_AUDIT_KEY (or the config file's audit_key): HMACs are written and checked with it."""
+    from geodelta.settings import Settings
+
+    key = Settings().audit_key
+    return key.get_secret_value() if key else None
 
 
 def _fail(err: GeoDeltaError) -> typer.Exit:
@@ -98,18 +106,25 @@ def show(
 
 
 @audit_app.command("verify")
-def verify(json_: JsonOption = False, db: DbOption = None) -> None:
-    """Walk the hash chain; exit 0 when every row checks, 1 naming the first bad row."""
+def verify(
+    json_: JsonOption = False,
+    db: DbOption = None,
+    expect_head: Annotated[str | None, typer.Option("--expect-head", help="A head hash kept from an earlier verify: "
+                                                   "fails when the trail no longer contains it (truncated).")] = None,
+) -> None:
+    """Walk the hash chain (and HMACs with GEODELTA_AUDIT_KEY); exit 0 when every row checks, 1 naming the first bad row."""
     try:
-        result = _open(db).verify()
+        result = _open(db).verify(expect_head=expect_head)
     except GeoDeltaError as err:
         raise _fail(err) from None
     if json_:
         _print_json(result.model_dump(mode="json"))
     elif result.ok:
-        typer.echo(f"OK: {result.n} events, chain verifies" + (f" (head {result.head_hash})" if result.head_hash else ""))
+        keyed = f", {result.keyed} HMACs check" if result.keyed else ""
+        typer.echo(f"OK: {result.n} events, chain verifies{keyed}" + (f" (head {result.head_hash})" if result.head_hash else ""))
     else:
-        typer.echo(f"FAIL: row {result.first_bad_id}: {result.reason} ({result.n} rows before it verify)")
+        where = f"row {result.first_bad_id}: " if result.first_bad_id is not None else ""
+        typer.echo(f"FAIL: {where}{result.reason} ({result.n} rows before it verify)")
     if not result.ok:
         raise typer.Exit(code=AuditError.exit_code)
 

@@ -62,10 +62,16 @@ def _v2_append_only(db: sqlite_utils.Database) -> None:
     db["artefacts"].create_index(["analysis_id"])
 
 
+def _v3_audit_mac(db: sqlite_utils.Database) -> None:
+    """An optional HMAC-SHA256 per audit row (GEODELTA_AUDIT_KEY): rewriting the chain needs the key."""
+    db["audit_events"].add_column("mac", str)
+
+
 # (version, name, function). Append only.
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite_utils.Database], None]]] = [
     (1, "memory tables and audit chain", _v1_tables),
     (2, "append-only audit triggers, tool_call_id, indexes", _v2_append_only),
+    (3, "optional keyed HMAC per audit row", _v3_audit_mac),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -63,6 +63,7 @@ class VerifyResult(_Model):
     first_bad_id: int | None = None
     reason: str | None = None
     head_hash: str | None = Field(default=None, description="hash of the last row; keep it to detect truncation.")
+    keyed: int = Field(default=0, description="Rows whose HMAC checked under GEODELTA_AUDIT_KEY.")
 
 
 class SceneRecord(_Model):

@@ -24,7 +24,7 @@ from pydantic_core import to_jsonable_python
 
 from geodelta.contracts import Region, SceneRef, utcnow
 from geodelta.errors import AuditError, InputError
-from geodelta.memory.chain import canonical_json, row_hash, verify_rows
+from geodelta.memory.chain import canonical_json, row_hash, row_mac, verify_rows
 from geodelta.memory.migrations import migrate, schema_version
 from geodelta.memory.models import (
     GENESIS_HASH,
@@ -100,8 +100,10 @@ def file_sha256(path: str | Path) -> str:
 class Memory:
     """Memory and audit trail on one SQLite file; safe to share between threads and processes."""
 
-    def __init__(self, db_path: str | Path | None = None) -> None:
+    def __init__(self, db_path: str | Path | None = None, *, audit_key: str | bytes | None = None) -> None:
+        """`audit_key` (GEODELTA_AUDIT_KEY): when given, every new audit row also gets an HMAC under it."""
         self.path = Path(db_path).expanduser() if db_path is not None else default_db_path()
+        self._key = audit_key.encode() if isinstance(audit_key, str) else audit_key
         self._conn = connect(self.path)
         self._conn.row_factory = sqlite3.Row
         self._lock = threading.RLock()
@@ -177,6 +179,8 @@ class Memory:
             row["id"] = 1 if last is None else last["id"] + 1
             row["prev_hash"] = GENESIS_HASH if last is None else last["hash"]
             row["hash"] = row_hash(row)
+            if self._key:
+                row["mac"] = row_mac(self._key, row["hash"])
             cols = ", ".join(row)
             conn.execute(f"INSERT INTO audit_events ({cols}) VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
         return _event(row)
@@ -214,9 +218,12 @@ class Memory:
             rows = [dict(r) for r in self._conn.execute("SELECT * FROM audit_events ORDER BY id")]
         yield from rows
 
-    def verify(self) -> VerifyResult:
-        """Walk the whole chain; names the first row that was edited, deleted around or inserted."""
-        return verify_rows(self.raw_events())
+    def verify(self, *, expect_head: str | None = None) -> VerifyResult:
+        """Walk the whole chain; names the first row that was edited, deleted around or inserted.
+
+        With the audit key the HMACs are checked too; `expect_head` must be a row hash of the chain.
+        """
+        return verify_rows(self.raw_events(), key=self._key or None, expect_head=expect_head)
 
     def export_jsonl(self, path: str | Path) -> int:
         """Write every stored row as one canonical JSON line (re-verifiable offline); returns the count."""

@@ -93,11 +93,11 @@ def mem(tmp_path_factory: pytest.TempPathFactory) -> Memory:
 def test_fresh_file_is_wal_at_latest_version(tmp_path: Path) -> None:
     path = tmp_path / "new" / "folder" / "g.db"
     with Memory(path) as m:
-        assert m.schema_version == LATEST == 2
+        assert m.schema_version == LATEST == 3
         assert path.is_file()
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert [r[0] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY version")] == [1, 2]
+    assert [r[0] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY version")] == list(range(1, LATEST + 1))
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"scenes", "analyses", "regions", "artefacts", "audit_events"} <= tables
 
@@ -202,7 +202,7 @@ def test_migration_from_v1_keeps_data(tmp_path: Path) -> None:
     conn.close()
 
     with Memory(path) as m:
-        assert m.schema_version == 2
+        assert m.schema_version == LATEST
         assert [e.hash for e in m.run_events("old")] == old_hashes
         assert m.get_scene("scn_old").ref.width == 5
         new = m.record(AuditEventIn(kind="tool_result", tool="detect_changes", tool_call_id="call_1"))
@@ -210,7 +210,7 @@ def test_migration_from_v1_keeps_data(tmp_path: Path) -> None:
         v = m.verify()
         assert v.ok and v.n == 4
     with Memory(path) as m:  # reopening applies nothing twice
-        assert m.schema_version == 2
+        assert m.schema_version == LATEST
 
 
 def test_failed_migration_rolls_back_with_its_bookkeeping(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -222,11 +222,13 @@ def test_failed_migration_rolls_back_with_its_bookkeeping(tmp_path: Path, monkey
 
     path = tmp_path / "g.db"
     Memory(path).close()
-    monkeypatch.setattr(mig, "MIGRATIONS", [*mig.MIGRATIONS, (3, "broken", broken)])
+    nxt = LATEST + 1
+    monkeypatch.setattr(mig, "MIGRATIONS", [*mig.MIGRATIONS, (nxt, "broken", broken)])
+    monkeypatch.setattr(mig, "LATEST", nxt)
     conn = connect(path)
     with pytest.raises(RuntimeError, match="halfway"):
-        mig.migrate(conn, target=3)
-    assert schema_version(conn) == 2
+        mig.migrate(conn, target=nxt)
+    assert schema_version(conn) == LATEST
     assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'half_done'").fetchone() is None
     conn.close()
 
