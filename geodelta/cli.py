@@ -147,7 +147,9 @@ def demo(
     question = "Where did farmland get built over?"
     err.print(f"Demo scene: {before.name} -> {after.name} (Landsat 7 ETM+, USGS, public domain)")
     err.print(f"Question: {question}  [planner: embedded, no server, no downloads]")
-    out_dir = out_dir.resolve()
+    from geodelta.perception.staging import writable_dir
+
+    out_dir = writable_dir(out_dir)
     assistant = Assistant(Settings(out=out_dir, db=out_dir / "geodelta.db", backend="embedded"))
     try:
         answer = assistant.ask(question, before=before, after=after)
@@ -178,6 +180,12 @@ def ask(
     from geodelta.agent.api import Assistant
     from geodelta.settings import Settings
 
+    from geodelta.perception.staging import writable_dir
+
+    if out_dir is not None:
+        writable_dir(out_dir)
+    if db is not None:
+        writable_dir(db.expanduser().absolute().parent, "the folder of --db")
     overrides = {k: v for k, v in {"backend": backend, "out": out_dir, "db": db}.items() if v is not None}
     assistant = Assistant(Settings(**overrides))
     try:
@@ -265,6 +273,13 @@ def _run_benchmark(name: str, argv: list[str]) -> None:
     script = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
     if not script.is_file():
         raise InputError(f"benchmark script {script} not found: benchmarks run from a source checkout of GeoDelta")
+    if name in NEEDS_DATA:
+        from geodelta.settings import Settings
+
+        data = Settings().data
+        if not data.is_dir():
+            raise InputError(f"bench {name} reads the labelled data folder, not found at {data}: "
+                             "set GEODELTA_DATA to ../shared/data")
     module = runpy.run_path(str(script), run_name=f"geodelta_bench_{name}")
     rc = module["main"](argv)
     if isinstance(rc, int) and rc:  # some benchmarks return an exit status (e.g. 2: data folder missing)
@@ -280,6 +295,7 @@ BENCHMARKS = {
     "refine": "Pixel F1, boundary F1 and region-count error before / after a refiner, per domain.",
     "scale": "Wall time, megapixels per second and peak RSS on a large mosaic built from real imagery.",
 }
+NEEDS_DATA = {"change", "landcover", "refine", "scale"}  # read GEODELTA_DATA; intent reads its own question set
 
 
 def _bench_command(name: str, help_text: str) -> None:

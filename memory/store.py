@@ -8,6 +8,7 @@ One connection per `Memory`, guarded by a lock so threads can share it; every wr
 from __future__ import annotations
 
 import hashlib
+import os
 import json
 import math
 import sqlite3
@@ -227,11 +228,19 @@ class Memory:
 
     def export_jsonl(self, path: str | Path) -> int:
         """Write every stored row as one canonical JSON line (re-verifiable offline); returns the count."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.partial")
         n = 0
-        with open(path, "w", encoding="utf-8") as f:
-            for row in self.raw_events():
-                f.write(canonical_json(row) + "\n")
-                n += 1
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                for row in self.raw_events():
+                    f.write(canonical_json(row) + "\n")
+                    n += 1
+            os.replace(tmp, path)  # a reader never sees a half-written export
+        except OSError as exc:
+            if tmp.parent.is_dir():
+                tmp.unlink(missing_ok=True)
+            raise InputError(f"cannot write the export {path}: {exc.strerror or exc}; choose a writable path") from None
         return n
 
     # -- scenes, analyses, regions, artefacts ---------------------------------------------------

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from geodelta.errors import ConfigError, InputError
+from geodelta.errors import ConfigError, InputError, MissingDependencyError
 from geodelta.perception.change import register_masker
 
 CHANNELS = ("red", "green", "blue", "nir")
@@ -26,7 +26,7 @@ IN_CH = len(CHANNELS) + 1  # + the NIR-present flag
 DEFAULT_CONFIG: dict[str, Any] = {"in_ch": IN_CH, "widths": [16, 32, 64, 96]}
 MULTIPLE = 8  # the network downsamples 3 times: windows are padded to a multiple of 2**3 px
 _CLIP = 6.0  # standardised values are clipped to +-6 spans (saturated pixels, clouds)
-_TORCH_MISSING = "the learned model needs the [train] extra: pip install 'geodelta[train]'"
+_TORCH_MISSING = "the learned model needs torch, from the [train] extra: pip install 'geodelta[train]'"
 
 
 def default_weights() -> Path:
@@ -39,7 +39,7 @@ def require_torch():
     try:
         import torch
     except ImportError:
-        raise ConfigError(_TORCH_MISSING) from None
+        raise MissingDependencyError(_TORCH_MISSING) from None
     return torch
 
 

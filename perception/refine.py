@@ -22,7 +22,7 @@ from scipy import ndimage
 from skimage.segmentation import find_boundaries, slic
 
 from geodelta.contracts import Region
-from geodelta.errors import ConfigError, InputError
+from geodelta.errors import ConfigError, InputError, MissingDependencyError
 from geodelta.perception import describe
 from geodelta.perception.device import resolve_device
 from geodelta.perception.io import AlignedPair
@@ -232,7 +232,7 @@ def load_sam(checkpoint: str, model_type: str, device: str, builder: Callable[[]
         import torch
         from segment_anything import SamPredictor, sam_model_registry
     except ImportError as e:
-        raise ConfigError(f"the SAM refiner needs torch and segment-anything ({e}): pip install 'geodelta[sam]', "
+        raise MissingDependencyError(f"the SAM refiner needs torch and segment-anything ({e}): pip install 'geodelta[sam]', "
                           "or use refiner='superpixel'") from None
     if builder is None:
         if model_type not in SAM_MODEL_TYPES:

@@ -39,6 +39,19 @@ def _sweep_stale(out_dir: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
+def writable_dir(path: str | Path, what: str = "--out") -> Path:
+    """`path` created if needed and writable, or InputError naming it (before any work is done)."""
+    path = Path(path).expanduser().absolute()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".geodelta-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise InputError(f"cannot write to {what} {path}: {exc.strerror or exc}; choose a folder you can write") from None
+    return path
+
+
 def check_writable(out_dir: Path) -> Path:
     """Create a staging folder beside `out_dir` or fail in one line naming it (before any work is done)."""
     out_dir = Path(out_dir).expanduser().absolute()

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from geodelta.contracts import VOCABULARY, ChangeQuery, Quadruple
-from geodelta.errors import ConfigError, InputError, ModelError
+from geodelta.errors import ConfigError, InputError, MissingDependencyError, ModelError
 from geodelta.perception.caption import caption, format_area
 from geodelta.perception.device import resolve_device
 
@@ -214,7 +214,7 @@ def load_vlm(path: str | Path | None, device: str = "auto", dtype: str = "auto")
         import torch  # noqa: F401
         from transformers import AutoModelForImageTextToText, AutoProcessor
     except ImportError as exc:
-        raise ConfigError(f"The local backend needs torch and transformers ({exc}): {_INSTALL_HINT}.") from exc
+        raise MissingDependencyError(f"The local backend needs torch and transformers ({exc}): {_INSTALL_HINT}.") from None
     dev = resolve_device(device)
     key = (str(folder), dev, str(dtype))
     with _CACHE_LOCK:

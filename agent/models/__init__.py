@@ -11,7 +11,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-from geodelta.errors import ConfigError
+from geodelta.errors import ConfigError, MissingDependencyError
 
 Factory = Callable[[Any], Any]
 
@@ -49,7 +49,8 @@ def _resolve(name: str) -> Factory:
         try:
             factory = getattr(importlib.import_module(module), attr)
         except ImportError as exc:
-            raise ConfigError(f"the '{name}' model backend is not installed ({exc}); install its extra or use --backend embedded") from exc
+            raise MissingDependencyError(f"the '{name}' model backend is not installed ({exc}); install its extra "
+                                         "or use --backend embedded") from exc
         _BACKENDS[name] = factory
     return factory
 
