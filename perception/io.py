@@ -94,6 +94,11 @@ def _envi_data_file(header: Path) -> Path:
                      f"{', '.join(s for s in _ENVI_DATA_SUFFIXES if s)}): put the data file beside the header")
 
 
+# One file holds at most 2**32 px (4.3 Gpx, ten 20,000 px mosaics): a header declaring more is refused up
+# front, before a block scan of a corrupt or sparse file could take hours.
+MAX_PIXELS = 2**32
+
+
 def _open_file(path: Path) -> ImageSource:
     data = _envi_data_file(path) if path.suffix.lower() == ".hdr" else path
     with open_raster(data) as src:
@@ -109,6 +114,10 @@ def _open_file(path: Path) -> ImageSource:
         roles = infer_roles(names, [colorinterp[i - 1] for i in indexes], dtype, described, kind)
         tags = src.tags()
         paths = [data] + [Path(f) for f in src.files if f.lower().endswith(".hdr") and Path(f) != data]
+        if src.width * src.height > MAX_PIXELS:
+            raise InputError(f"{path} declares {src.width:,} x {src.height:,} px ({src.width * src.height / 1e9:.1f} Gpx), "
+                             f"more than GeoDelta reads from one file ({MAX_PIXELS / 1e9:.1f} Gpx): cut it into tiles "
+                             "(e.g. gdal_retile.py) or crop it (gdal_translate -srcwin), or check the file is not corrupt")
         probe_blocks(src, data)
         if not has_valid_pixel(src):
             raise InputError(f"{path} holds no valid pixel (every pixel is nodata={src.nodata} or masked): "

@@ -177,3 +177,116 @@ def test_missing_database_is_a_clear_error(tmp_path: Path) -> None:
     r = runner.invoke(app, ["audit", "verify", "--db", str(tmp_path / "none.db")])
     assert r.exit_code == 2 and "no GeoDelta database" in r.output
     assert not (tmp_path / "none.db").exists()
+
+
+# ---------------------------------------------------------------- keyed chain (HMAC) and truncation
+
+KEY = "correct horse battery staple"
+
+
+def _keyed_trail(db: Path, n: int = 6) -> None:
+    with Memory(db, audit_key=KEY) as m:
+        for i in range(n):
+            m.record(AuditEventIn(kind="tool_call", run_id="r1", thread_id="t", tool="detect_changes", args={"i": i}))
+
+
+def _sql(db: Path, stmt: str) -> None:
+    conn = sqlite3.connect(db)
+    for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type='trigger'").fetchall():
+        conn.execute(f"DROP TRIGGER {name}")
+    conn.execute(stmt)
+    conn.commit()
+    conn.close()
+
+
+def _rewrite_from(db: Path, first_id: int, new_tool: str = "forged") -> None:
+    """The attack the plain chain cannot see: edit a row and recompute every later hash (no key)."""
+    conn = sqlite3.connect(db)
+    conn.row_factory = sqlite3.Row
+    conn.execute("DROP TRIGGER IF EXISTS audit_events_no_update")
+    rows = [dict(r) for r in conn.execute("SELECT * FROM audit_events ORDER BY id")]
+    prev = rows[first_id - 2]["hash"] if first_id > 1 else rows[0]["prev_hash"]
+    for row in rows[first_id - 1:]:
+        if row["id"] == first_id:
+            row["tool"] = new_tool
+        row["prev_hash"] = prev
+        row["hash"] = prev = row_hash(row)
+        conn.execute("UPDATE audit_events SET tool=?, prev_hash=?, hash=? WHERE id=?",
+                     (row["tool"], row["prev_hash"], row["hash"], row["id"]))
+    conn.commit()
+    conn.close()
+
+
+def test_full_rewrite_passes_the_plain_chain_but_not_the_keyed_one(tmp_path: Path) -> None:
+    db = tmp_path / "keyed.db"
+    _keyed_trail(db)
+    with Memory(db, audit_key=KEY) as m:
+        ok = m.verify()
+    assert ok.ok and ok.keyed == 6
+    _rewrite_from(db, 3)
+    assert _verify(db).ok  # without the key the rewrite is invisible: that is the documented limit
+    with Memory(db, audit_key=KEY) as m:
+        res = m.verify()
+    assert not res.ok and res.first_bad_id == 3 and "HMAC" in res.reason
+
+
+def test_stripped_macs_are_detected(tmp_path: Path) -> None:
+    db = tmp_path / "keyed.db"
+    _keyed_trail(db)
+    _rewrite_from(db, 4)
+    _sql(db, "UPDATE audit_events SET mac = NULL WHERE id >= 4")
+    with Memory(db, audit_key=KEY) as m:
+        res = m.verify()
+    assert not res.ok and res.first_bad_id == 4 and "no HMAC" in res.reason
+    _sql(db, "UPDATE audit_events SET mac = NULL")
+    with Memory(db, audit_key=KEY) as m:
+        res = m.verify()
+    assert not res.ok and "no row carries an HMAC" in res.reason
+
+
+def test_wrong_key_fails(tmp_path: Path) -> None:
+    db = tmp_path / "keyed.db"
+    _keyed_trail(db)
+    with Memory(db, audit_key="another key") as m:
+        res = m.verify()
+    assert not res.ok and res.first_bad_id == 1
+
+
+def test_expect_head_detects_truncation_and_allows_appends(tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    _keyed_trail(db, 5)
+    head = _verify(db).head_hash
+    with Memory(db) as m:
+        m.record(AuditEventIn(kind="answer", run_id="r2", result={"text": "later"}))  # appended after the head was kept
+        assert m.verify(expect_head=head).ok
+    _sql(db, "DELETE FROM audit_events WHERE id >= 4")
+    with Memory(db) as m:
+        assert m.verify().ok  # a shorter chain is still a valid chain ...
+        res = m.verify(expect_head=head)
+    assert not res.ok and "truncated" in res.reason  # ... but it lacks the head kept elsewhere
+
+
+def test_keyed_chain_through_the_installed_script(tmp_path: Path) -> None:
+    """GEODELTA_AUDIT_KEY through the real console script: keyed rows written by `ask`, the rewrite caught."""
+    import os
+    import subprocess
+    import sys
+
+    gd = str(Path(sys.executable).parent / "geodelta")
+    db = tmp_path / "gd.db"
+    env = {**os.environ, "GEODELTA_DB": str(db), "GEODELTA_AUDIT_KEY": KEY}
+    proc = subprocess.run([gd, "plan", "where did farmland get built over?"], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0
+    _keyed_trail(db, 4)
+    ok = subprocess.run([gd, "audit", "verify", "--db", str(db), "--json"], capture_output=True, text=True, env=env)
+    assert ok.returncode == 0 and json.loads(ok.stdout)["keyed"] == 4, ok.stdout + ok.stderr
+    head = json.loads(ok.stdout)["head_hash"]
+    _rewrite_from(db, 2)
+    plain = subprocess.run([gd, "audit", "verify", "--db", str(db)], capture_output=True, text=True,
+                           env={k: v for k, v in env.items() if k != "GEODELTA_AUDIT_KEY"})
+    assert plain.returncode == 0
+    keyed = subprocess.run([gd, "audit", "verify", "--db", str(db)], capture_output=True, text=True, env=env)
+    assert keyed.returncode == 1 and "row 2: HMAC mismatch" in keyed.stdout, keyed.stdout
+    cut = subprocess.run([gd, "audit", "verify", "--db", str(db), "--expect-head", head], capture_output=True, text=True,
+                         env={k: v for k, v in env.items() if k != "GEODELTA_AUDIT_KEY"})
+    assert cut.returncode == 1 and "expected head" in cut.stdout

@@ -103,3 +103,45 @@ def test_writer_killed_mid_write_loses_nothing_committed(tmp_path: Path) -> None
     assert set(committed) <= found
     assert result.ok and result.n == len(found) == max(found)
     assert after.id == max(found) + 1
+
+
+def test_two_ask_processes_one_database_one_output_root(tmp_path: Path) -> None:
+    """Two real `geodelta ask` processes at once, different scenes, same GEODELTA_DB and --out: both answer,
+    the chain verifies, and every map file still has the hash its own run recorded (nothing overwritten)."""
+    import hashlib
+    import json
+
+    from geodelta.settings import Settings
+
+    data = Settings().data
+    if not data.is_dir():
+        import pytest
+
+        pytest.skip(f"real data folder not found at {data}: set GEODELTA_DATA")
+    demo = data / "demo"
+    scenes = [
+        (demo / "taizhou_before_2000-03-17_landsat7_etm.tif", demo / "taizhou_after_2003-02-06_landsat7_etm.tif"),
+        (data / "levir_crops" / "A" / "test_2_0000_0000.png", data / "levir_crops" / "B" / "test_2_0000_0000.png"),
+    ]
+    gd = str(Path(sys.executable).parent / "geodelta")
+    db, out = tmp_path / "shared.db", tmp_path / "out"
+    env = {**os.environ, "GEODELTA_DB": str(db)}
+    procs = [subprocess.Popen([gd, "ask", "where were buildings built?", "--before", str(b), "--after", str(a),
+                               "--out", str(out), "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for b, a in scenes]
+    answers = []
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=600)
+        assert p.returncode == 0, stderr[-2000:]
+        answers.append(json.loads(stdout))
+    assert answers[0]["audit_id"] != answers[1]["audit_id"]
+    maps = [set(a["maps"].values()) for a in answers]
+    assert maps[0] and maps[1] and not (maps[0] & maps[1]), "the two runs wrote the same files"
+
+    with Memory(db) as m:
+        assert m.verify().ok
+        for a in answers:
+            recorded = {h for e in m.run_events(a["audit_id"]) for h in e.artefact_hashes}
+            for path in a["maps"].values():
+                digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+                assert digest in recorded, f"{path} changed after its run recorded it"
