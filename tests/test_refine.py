@@ -248,3 +248,20 @@ def test_refine_regions_tool_replaces_regions_and_keeps_land_cover(data_dir: Pat
     assert again["n_regions"] == res["n_regions"] and again["n_regions_before"] == res["n_regions"]
     with pytest.raises(ConfigError, match="GEODELTA_SAM_CHECKPOINT"):
         refine.make(ctx).invoke({"analysis_id": aid, "refiner": "sam"})
+
+
+def test_refine_keeps_the_minimum_size_the_detection_used(demo_pair, tmp_path: Path):
+    """Bug: refine_regions re-polygonised with settings.min_area_m2 (0) and brought back regions detect dropped."""
+    from geodelta.tools import detect, refine, scene
+    from geodelta.tools.context import ToolContext
+
+    ctx = ToolContext.create(Settings(out=tmp_path / "out", sam_checkpoint=None, min_area_m2=0.0))
+    ctx.allow(*demo_pair)
+    sid = scene.make(ctx).invoke({"before": str(demo_pair[0]), "after": str(demo_pair[1])})["scene_id"]
+    min_m2 = 20 * 900.0  # 20 Landsat pixels of 30 m x 30 m
+    aid = detect.make(ctx).invoke({"scene_id": sid, "min_area_m2": min_m2})["analysis_id"]
+    assert all(r.area_m2 >= min_m2 for r in ctx.workspace.analysis(aid).regions)
+    res = refine.make(ctx).invoke({"analysis_id": aid})
+    refined = ctx.workspace.analysis(aid).regions
+    assert res["n_regions"] == len(refined) > 0
+    assert all(r.area_m2 >= min_m2 for r in refined), min(r.area_m2 for r in refined)

@@ -31,7 +31,9 @@ def make(ctx: ToolContext) -> BaseTool:
         aid, out = ctx.workspace.new_analysis_dir(scene_id, method)
         s = ctx.settings
         det = detect_stage(pair, out, method=method, min_area_m2=min_area_m2, min_area_px=s.min_area_px, tile=s.tile_size, progress=ctx.progress)
-        stats = {"changed_px": det.changed_px, "valid_px": det.valid_px, "timings_s": det.timings}
+        # the options this detection used: refine_regions re-polygonises with the same minimum size
+        stats = {"changed_px": det.changed_px, "valid_px": det.valid_px, "timings_s": det.timings,
+                 "options": {"min_area_m2": min_area_m2, "min_area_px": s.min_area_px}}
         if det.grid.pixel_area_m2:
             stats["changed_m2"] = round(det.changed_px * det.grid.pixel_area_m2, 1)
         ctx.workspace.save(Analysis(aid, scene_id, out, det.grid, method, det.params, det.regions, stats))
@@ -40,7 +42,7 @@ def make(ctx: ToolContext) -> BaseTool:
             "method": method,
             "n_regions": len(det.regions),
             "changed_fraction": round(det.changed_px / max(det.valid_px, 1), 5),
-            **{k: v for k, v in stats.items() if k != "timings_s"},
+            **{k: v for k, v in stats.items() if k not in ("timings_s", "options")},
             "change_tif": str(det.change_tif),
         }
 
