@@ -192,3 +192,42 @@ def test_allowed_roots_and_stac_assets(tmp_path: Path, data_dir: Path) -> None:
     assert check_allowed(str(inside / "item.json"), [inside, naip.parent]) == (inside / "item.json").resolve()
     with pytest.raises(ToolInputError, match="outside the allowed roots"):
         check_allowed(str(inside / ".." / "out" / "x.tif"), [inside])
+
+
+def test_detect_on_stac_items_over_loopback_http_without_token(tmp_path: Path, data_dir: Path) -> None:
+    """No token needed on 127.0.0.1; STAC Items are accepted by the MCP tools like any image path."""
+    naip = sorted((data_dir / "naip").glob("m_*.tif"))
+    if len(naip) < 2:
+        pytest.skip("naip/ not found")
+    items = []
+    for tif in (naip[0], naip[-1]):
+        d = tif.stem.rsplit("_", 1)[1]
+        doc = {"type": "Feature", "stac_version": "1.1.0", "id": tif.stem, "geometry": None, "links": [],
+               "properties": {"datetime": f"{d[:4]}-{d[4:6]}-{d[6:]}T00:00:00Z"},
+               "assets": {"image": {"href": str(tif), "type": "image/tiff; application=geotiff", "roles": ["data"],
+                                    "eo:bands": [{"name": n, "common_name": n} for n in ("red", "green", "blue", "nir")]}}}
+        items.append(tmp_path / f"{tif.stem}.json")
+        items[-1].write_text(json.dumps(doc))
+    port = _free_port()
+    proc = _start_http(tmp_path, port, GEODELTA_ALLOWED_ROOTS=f"{tmp_path}{os.pathsep}{naip[0].parent}")
+    steps: list[str] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        steps.append(message or "")
+
+    async def main():
+        async with streamablehttp_client(f"http://127.0.0.1:{port}/mcp") as (r, w, _), ClientSession(r, w) as s:
+            await s.initialize()
+            return await s.call_tool("detect", {"before": str(items[0]), "after": str(items[1])}, progress_callback=on_progress)
+
+    try:
+        res = asyncio.run(asyncio.wait_for(main(), 600))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert not res.isError, _text(res)
+    summary = res.structuredContent
+    assert summary["inputs"]["bands"] == ["blue", "green", "red", "nir"]
+    assert summary["inputs"]["before"]["dates"] == ["2009-08-18"] and summary["inputs"]["after"]["dates"] == ["2020-08-31"]
+    assert summary["change"]["changed_m2"] > 0 and " ha in " in _text(res)
+    assert Path(summary["outputs"]["summary"]).is_file() and steps and any(m.startswith("change") for m in steps), steps
