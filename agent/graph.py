@@ -28,6 +28,12 @@ def tool_error_message(e: GeoDeltaError | ToolInvocationError) -> str:
     return f"Error: {e}"
 
 
+# ToolNode reads the handled exception types from this annotation via inspect.signature, which sees the
+# string `from __future__ import annotations` leaves; give it the evaluated union (else every refusal becomes
+# "'types.UnionType' object has no attribute '__mro__'" instead of the actionable message).
+tool_error_message.__annotations__["e"] = GeoDeltaError | ToolInvocationError
+
+
 def build_graph(settings: Settings, model: Any, checkpointer: Any, tools: list[BaseTool], auditor: Auditor, workspace: Workspace, *, fallback: Any = None):
     """Compile the agent graph. `model` is any LangChain chat model with `bind_tools`; `fallback` (the
     embedded planner) takes over when the model fails and settings allow it."""
