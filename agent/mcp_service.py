@@ -21,6 +21,8 @@ from typing import Any
 from geodelta.errors import GeoDeltaError, ToolInputError
 from geodelta.settings import Settings
 
+# what a `tool_result` event keeps of a call's result (small JSON, never regions or rasters)
+_SUMMARY_KEYS = ("audit_id", "thread_id", "text", "maps", "clarification", "ok", "n", "caption", "change", "outputs", "n_regions")
 # progress(message): one step of long work, forwarded to the client as a progress notification
 Progress = Callable[[str], None]
 
@@ -101,7 +103,7 @@ class McpService:
         except GeoDeltaError as exc:
             self.memory.record(AuditEventIn(kind="error", error=str(exc), duration_ms=(time.perf_counter() - t0) * 1000, **common))
             raise
-        summary = {k: v for k, v in result.items() if k in ("audit_id", "thread_id", "text", "maps", "ok", "n", "caption", "change", "outputs", "n_regions", "clarification")}
+        summary = {k: v for k, v in result.items() if k in _SUMMARY_KEYS}
         self.memory.record(AuditEventIn(kind="tool_result", result=summary, duration_ms=(time.perf_counter() - t0) * 1000, **common))
         return result
 

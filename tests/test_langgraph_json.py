@@ -7,7 +7,6 @@ import json
 import re
 from pathlib import Path
 
-import pytest
 from langgraph.graph.state import CompiledStateGraph
 
 from geodelta.agent.state import question_message
