@@ -243,6 +243,20 @@ def plan(
     out.print_json(res.query.model_dump_json())
 
 
+@app.command("mcp")
+def mcp_command(
+    transport: Annotated[str, typer.Option(help="stdio (default: for chat apps that start the server) or http (streamable HTTP).")] = "stdio",
+    host: Annotated[str, typer.Option(help="HTTP address; anything but loopback needs GEODELTA_MCP_TOKEN.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HTTP port (the endpoint is http://HOST:PORT/mcp).")] = 8765,
+) -> None:
+    """Serve GeoDelta to MCP chat apps and agents: tools ask, detect, plan, audit_verify; scenes and history as resources.
+
+    Files must lie under GEODELTA_ALLOWED_ROOTS (default: the folder the server runs in); needs the \\[mcp] extra."""
+    from geodelta.agent.mcp_server import serve
+
+    serve(transport, host=host, port=port)  # type: ignore[arg-type]  # serve() refuses unknown transports
+
+
 def _register_memory_commands() -> None:
     from geodelta.memory.commands import audit_app, history_command, scenes_command
 

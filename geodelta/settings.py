@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     sam_checkpoint: Path | None = None
     sam_model_type: Literal["vit_b", "vit_l", "vit_h"] = "vit_b"
 
+    # MCP server (`geodelta mcp`, agent/mcp_server.py)
+    allowed_roots: str = Field(default="", description="Folders MCP clients may name files in, separated by "
+                               "os.pathsep (':' on Linux/macOS); empty: the folder the server runs in.")
+    mcp_token: str | None = Field(default=None, description="Bearer token every HTTP request must carry; "
+                                  "required to bind the HTTP transport beyond loopback.")
+
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
         # An optional ~/.geodelta/config.toml (or GEODELTA_CONFIG) sits below env vars and init args.

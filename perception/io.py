@@ -46,7 +46,7 @@ from geodelta.perception.tiling import iter_windows
 
 __all__ = ["ROLES", "AlignedPair", "ImageSource", "open_image", "open_pair"]
 
-Kind = Literal["geotiff", "image", "envi", "s2folder"]
+Kind = Literal["geotiff", "image", "envi", "s2folder", "stac"]
 _KINDS: dict[str, Kind] = {"GTiff": "geotiff", "COG": "geotiff", "PNG": "image", "JPEG": "image", "BMP": "image", "ENVI": "envi"}
 _ENVI_DATA_SUFFIXES = ("", ".img", ".dat", ".bsq", ".bil", ".bip", ".raw", ".envi")
 _SAMPLE_TILE = 128  # px, edge of the strided windows `sample` reads
@@ -165,14 +165,19 @@ def _open_s2_folder(folder: Path) -> ImageSource:
 
 
 def open_image(path: str | Path) -> ImageSource:
-    """Open one date: a GeoTIFF/COG, PNG/JPEG/BMP, ENVI (.hdr or data file) or a Sentinel-2 band folder.
+    """Open one date: a GeoTIFF/COG, PNG/JPEG/BMP, ENVI (.hdr or data file), a Sentinel-2 band folder, or a
+    local STAC Item JSON (perception/stac.py).
 
     Reads metadata and a few blocks only (to catch truncated files early); raises InputError when the
     file is missing, unreadable, corrupt or holds no valid pixel."""
     p = Path(path).expanduser()
     if not p.exists():
-        raise InputError(f"{p} does not exist: check the path (a GeoTIFF, PNG/JPEG/BMP, ENVI file, or a folder of "
-                         "Sentinel-2 band files)")
+        raise InputError(f"{p} does not exist: check the path (a GeoTIFF, PNG/JPEG/BMP, ENVI file, a folder of "
+                         "Sentinel-2 band files, or a STAC Item JSON)")
+    if p.suffix.lower() == ".json" and p.is_file():
+        from geodelta.perception.stac import open_stac_item
+
+        return open_stac_item(p)
     return _open_s2_folder(p) if p.is_dir() else _open_file(p)
 
 
