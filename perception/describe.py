@@ -132,6 +132,20 @@ def pixel_polygon(region: Region, grid: Grid) -> BaseGeometry:
     return shapely.affinity.affine_transform(geom, [t.a, t.b, t.d, t.e, t.c, t.f])
 
 
+def pixel_polygons(regions: Sequence[Region], grid: Grid) -> np.ndarray:
+    """Every region's polygon in pixel coordinates (col, row): one vectorised transform, not one per region."""
+    geoms = np.array([shape(r.polygon) for r in regions], dtype=object)
+    if not grid.georeferenced or not len(geoms):
+        return geoms
+    tr, t = _crs_transformer(grid, inverse=True), ~grid.transform
+
+    def fn(xy: np.ndarray) -> np.ndarray:
+        x, y = tr.transform(xy[:, 0], xy[:, 1])
+        return np.column_stack([t.a * x + t.b * y + t.c, t.d * x + t.e * y + t.f])
+
+    return shapely.transform(geoms, fn)
+
+
 def geodesic_area_m2(geom_lonlat: BaseGeometry) -> float:
     """Area in m² on the WGS84 ellipsoid of a lon/lat (multi)polygon."""
     polys = _parts(geom_lonlat)
