@@ -40,6 +40,7 @@ _RED = (230, 25, 25)
 _ALPHA = 0.45  # change fill opacity on the overlay panel
 _M, _TITLE_H, _LABEL_H, _FOOT_H = 12, 30, 18, 46  # overlay layout, px
 MIN_PANEL = 256  # thumbnails narrower than this are enlarged (nearest) so the legend fits
+MAX_PANEL = 768  # px, longest panel side: three 1024 px photo panels made a 6 MB PNG; 768 px about 3.4 MB
 
 
 def write_geotiff(path: Path, grid: Grid, dtype: str, nodata: float | None, count: int = 1):
@@ -214,7 +215,7 @@ def overlay_png(
     before/after: uint8 (h, w, 3) thumbnails; change: (H, W) with 1 = change (any size, resized
     with nearest to the thumbnail); region ids are written at their centroids.
     """
-    before, after = _rgb(before_rgb), _rgb(after_rgb)
+    before, after = _shrink(_rgb(before_rgb)), _shrink(_rgb(after_rgb))
     h, w = before.shape[:2]
     up = max(1, math.ceil(MIN_PANEL / w))
     h, w = h * up, w * up
@@ -256,6 +257,16 @@ def overlay_png(
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path, format="PNG", compress_level=6)  # optimize=True costs seconds on 3 x 1024 px panels
     return path
+
+
+def _shrink(rgb: np.ndarray) -> np.ndarray:
+    """A photo panel reduced (box filter) so its longest side is at most MAX_PANEL."""
+    h, w = rgb.shape[:2]
+    f = MAX_PANEL / max(h, w)
+    if f >= 1:
+        return rgb
+    size = (max(1, round(w * f)), max(1, round(h * f)))
+    return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BOX))
 
 
 def _scale_bar(draw: ImageDraw.ImageDraw, font, x0: int, y: int, w: int, mpp: float) -> None:
