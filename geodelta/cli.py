@@ -131,7 +131,7 @@ def _print_detect(summary: dict, out_dir: Path) -> None:
     for q in summary["quadruples"][:9]:
         area = f"{q['total_area_m2'] / 1e4:.2f} ha" if "total_area_m2" in q else f"{q['total_area_px']} px"
         out.print(f"  {q['where']['sector']:>10}: {q['how_many']} region(s), {area} ({q['what']['from']} -> {q['what']['to']}, {q['how']})")
-    out.print(f"{len(regions)} regions; outputs in {out_dir}/: " + ", ".join(sorted(set(summary["outputs"].values()) | {"summary.json"})))
+    out.print(f"{summary.get('n_regions', len(regions))} regions; outputs in {out_dir}/: " + ", ".join(sorted(set(summary["outputs"].values()) | {"summary.json"})))
 
 
 @app.command()

@@ -18,7 +18,7 @@ import rasterio
 
 from geodelta.contracts import ChangeQuery, Quadruple, Region
 from geodelta.perception import caption as captioning
-from geodelta.perception import change, describe, engines, render
+from geodelta.perception import change, cog, describe, engines, render, webmap
 from geodelta.perception.grid import Grid
 from geodelta.perception.io import AlignedPair, open_pair
 from geodelta.perception.tiling import iter_windows
@@ -32,6 +32,7 @@ THUMB_SIZE = 1024  # px, longest side of the overlay / map thumbnails
 # (change.halo_for(radius=1, min_pixels=24) <= change.HALO); larger minimum areas are applied
 # exactly to the polygons after stitching (describe.regions_from_rasters).
 MAX_TILE_MIN_PIXELS = 24
+SUMMARY_REGIONS = 100  # regions (largest first) and region ids per quadruple kept in summary.json
 
 
 @dataclass
@@ -99,6 +100,10 @@ def detect_stage(
     timings["score_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
+    cog.finalise_change_rasters(change_tif, prob_tif)  # COGs; change_prob as scaled uint8
+    timings["cog_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
     regions = describe.regions_from_rasters(
         change_tif, prob_tif, grid, min_area_m2=min_area_m2, min_area_px=min_area_px if not grid.georeferenced else 0
     )
@@ -128,20 +133,36 @@ def regions_thumbnail(regions: list[Region], grid: Grid, shape: tuple[int, int])
     h, w = shape
     if not regions:
         return np.zeros(shape, np.uint8)
-    geoms = [describe.pixel_polygon(r, grid) for r in regions]
+    geoms = describe.pixel_polygons(regions, grid)
     return rasterize(((g, 1) for g in geoms), out_shape=shape, transform=Affine.scale(grid.width / w, grid.height / h),
                      fill=0, dtype="uint8", all_touched=True)
 
 
-def render_stage(pair: AlignedPair, det: Detection, regions: list[Region], out_dir: Path, *, title: str = "") -> dict[str, str]:
-    """Write overlay.png, map.html, regions.geojson and regions.gpkg; return kind -> path."""
+def change_thumbnail(change_tif: Path, shape: tuple[int, int]) -> np.ndarray:
+    """uint8 (h, w) change mask (1 = change) at thumbnail size: a decimated read, served by the COG's overviews."""
+    from rasterio.enums import Resampling
+
+    with rasterio.open(change_tif) as ds:
+        return (ds.read(1, out_shape=shape, resampling=Resampling.nearest) == 1).astype(np.uint8)
+
+
+def render_stage(pair: AlignedPair, det: Detection, regions: list[Region], out_dir: Path, *, title: str = "",
+                 source: str | None = None) -> dict[str, str]:
+    """Write overlay.png, map.html, regions.geojson and regions.gpkg; return kind -> path.
+
+    Sizes do not grow with the scene's pixels: thumbnails are decimated reads (the change mask from
+    its COG overviews when every region is drawn; the kept regions rasterised otherwise), and the map
+    draws the `webmap.MAX_REGIONS` largest regions. `source`: the tool call behind the regions (popups)."""
     before_rgb = pair.rgb("before", THUMB_SIZE)
     after_rgb = pair.rgb("after", THUMB_SIZE)
-    thumb = regions_thumbnail(regions, det.grid, after_rgb.shape[:2])
+    every = len(regions) == len(det.regions) and Path(det.change_tif).exists()
+    shape = after_rgb.shape[:2]
+    thumb = change_thumbnail(det.change_tif, shape) if every else regions_thumbnail(regions, det.grid, shape)
     geo = det.grid.georeferenced
     maps = {
         "png": render.overlay_png(before_rgb, after_rgb, thumb, det.grid, out_dir / "overlay.png", regions=regions, title=title),
-        "html": render.map_html(after_rgb, det.grid, regions, out_dir / "map.html", before_rgb=before_rgb, title=title),
+        "html": render.map_html(after_rgb, det.grid, regions, out_dir / "map.html", before_rgb=before_rgb, change=thumb,
+                                title=title, source=source),
         "geojson": render.regions_geojson(regions, out_dir / "regions.geojson", georeferenced=geo),
         "gpkg": render.regions_gpkg(regions, out_dir / "regions.gpkg", georeferenced=geo),
         "geotiff": det.change_tif,
@@ -179,7 +200,7 @@ def run_detect(
     kept, quads, text = describe_stage(det.regions, query, det.grid)
     t_describe = time.perf_counter() - t0
     t0 = time.perf_counter()
-    maps = render_stage(pair, det, kept, out_dir)
+    maps = render_stage(pair, det, kept, out_dir, source="geodelta detect")
     t_render = time.perf_counter() - t0
 
     summary = build_summary(pair, det, query, kept, quads, text, maps)
@@ -225,12 +246,24 @@ def build_summary(
             "georeferenced": grid.georeferenced,
         },
         "change": changed_area,
-        "regions": [r.model_dump(mode="json") for r in regions],
-        "quadruples": [q.to_json() for q in quads],
+        "n_regions": len(regions),
+        # the largest regions only, without their polygons: summary.json stays small at any scale (the
+        # largest regions carry the most vertices); every region with its polygon is in regions.gpkg
+        "regions": [r.model_dump(mode="json", exclude={"polygon"}) for r in webmap.largest(regions, SUMMARY_REGIONS)],
+        "regions_file": "regions.gpkg",
+        "quadruples": [_capped_ids(q.to_json()) for q in quads],
         "caption": text,
         "classes_known": any(r.from_class != "unknown" or r.to_class != "unknown" for r in regions),
         "outputs": {k: Path(v).name for k, v in maps.items()},
     }
+
+
+def _capped_ids(quad: dict) -> dict:
+    """A quadruple's region_ids cut to the SUMMARY_REGIONS smallest ids (= the largest regions); how_many keeps the count."""
+    ids = quad.get("region_ids") or []
+    if len(ids) > SUMMARY_REGIONS:
+        quad = quad | {"region_ids": ids[:SUMMARY_REGIONS], "region_ids_omitted": len(ids) - SUMMARY_REGIONS}
+    return quad
 
 
 def _version() -> str:

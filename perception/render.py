@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ _RED = (230, 25, 25)
 _ALPHA = 0.45  # change fill opacity on the overlay panel
 _M, _TITLE_H, _LABEL_H, _FOOT_H = 12, 30, 18, 46  # overlay layout, px
 MIN_PANEL = 256  # thumbnails narrower than this are enlarged (nearest) so the legend fits
+MAX_PANEL = 768  # px, longest panel side: three 1024 px photo panels made a 6 MB PNG; 768 px about 3.4 MB
 
 
 def write_geotiff(path: Path, grid: Grid, dtype: str, nodata: float | None, count: int = 1):
@@ -64,44 +66,81 @@ def _properties(r: Region, georeferenced: bool) -> dict[str, Any]:
     return props
 
 
-def regions_geojson(regions: list[Region], path: Path, *, georeferenced: bool) -> Path:
-    """FeatureCollection of the regions; "crs" names CRS84 (lon/lat) or the pixel engineering CRS."""
+def regions_geojson(regions: Iterable[Region], path: Path, *, georeferenced: bool) -> Path:
+    """FeatureCollection of the regions; "crs" names CRS84 (lon/lat) or the pixel engineering CRS.
+
+    Streamed: one feature at a time goes to the file, so no whole-collection string is ever built."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fc = {
+    head = {
         "type": "FeatureCollection",
         "name": "regions",
         "crs": {"type": "name", "properties": {"name": CRS84_URN if georeferenced else PIXEL_CRS_WKT}},
         "geodelta:coordinates": "lonlat" if georeferenced else "pixel",
-        "features": [
-            {"type": "Feature", "id": r.id, "properties": _properties(r, georeferenced), "geometry": r.polygon}
-            for r in regions
-        ],
     }
-    path.write_text(json.dumps(fc, separators=(",", ":")))
+    with path.open("w", encoding="utf-8") as f:
+        f.write(json.dumps(head, separators=(",", ":"))[:-1] + ',"features":[')
+        batch: list[Region] = []
+        first = True
+        for r in regions:
+            batch.append(r)
+            if len(batch) == GEOJSON_BATCH:
+                first = _write_features(f, batch, georeferenced, first)
+                batch = []
+        _write_features(f, batch, georeferenced, first)
+        f.write("]}")
     return path
 
 
-def regions_gpkg(regions: list[Region], path: Path, *, georeferenced: bool) -> Path:
-    """GeoPackage, layer "regions", EPSG:4326 (or no CRS for pixel coordinates), via pyogrio."""
+GEOJSON_BATCH = 2_000  # features rounded and encoded together (vectorised shapely calls)
+LONLAT_DIGITS = 7  # decimals of a degree in regions.geojson: ~1 cm, far below any pixel (RFC 7946 suggests 6)
+
+
+def _write_features(f, batch: list[Region], georeferenced: bool, first: bool) -> bool:
+    """Append `batch` as GeoJSON features to the open file `f`; lon/lat rounded to LONLAT_DIGITS."""
+    if not batch:
+        return first
+    geoms = np.array([shape(r.polygon) for r in batch], dtype=object)
+    if georeferenced:
+        geoms = shapely.transform(geoms, lambda xy: np.round(xy, LONLAT_DIGITS))
+    for r, g in zip(batch, shapely.to_geojson(geoms)):
+        props = json.dumps(_properties(r, georeferenced), separators=(",", ":"))
+        f.write(("" if first else ",") + f'{{"type":"Feature","id":{r.id},"properties":{props},"geometry":{g}}}')
+        first = False
+    return first
+
+
+GPKG_BATCH = 10_000  # features per GeoPackage append: memory follows the batch, not the region count
+
+
+def regions_gpkg(regions: Iterable[Region], path: Path, *, georeferenced: bool) -> Path:
+    """GeoPackage, layer "regions", EPSG:4326 (or no CRS for pixel coordinates), via pyogrio.
+
+    Written in batches of GPKG_BATCH features (appends to one layer). Geometry type: Polygon when every
+    region is one polygon, else MultiPolygon (single polygons promoted)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.unlink(missing_ok=True)
-    geoms = [shape(r.polygon) for r in regions]
-    multi = any(g.geom_type == "MultiPolygon" for g in geoms)
-    if multi:
-        geoms = [shapely.MultiPolygon([g]) if g.geom_type == "Polygon" else g for g in geoms]
-    rows = [_properties(r, georeferenced) for r in regions]
+    if not isinstance(regions, Sequence):
+        regions = list(regions)
+    multi = any(r.polygon.get("type") == "MultiPolygon" for r in regions)
     names = ["id", "area_px"] + (["area_m2"] if georeferenced else []) + ["sector", "from_class", "to_class", "how", "confidence"]
     kinds = {"id": np.int64, "area_px": np.int64, "area_m2": np.float64, "confidence": np.float64}
-    data = [np.array([row[n] for row in rows], dtype=kinds.get(n, object)) for n in names]
     with warnings.catch_warnings():  # pixel coordinates have no CRS on purpose
         warnings.filterwarnings("ignore", message="'crs' was not provided")
-        _write_layer(path, geoms, data, names, multi, georeferenced)
+        for start in range(0, max(len(regions), 1), GPKG_BATCH):
+            batch = regions[start:start + GPKG_BATCH]
+            geoms = [shape(r.polygon) for r in batch]
+            if multi:
+                geoms = [shapely.MultiPolygon([g]) if g.geom_type == "Polygon" else g for g in geoms]
+            rows = [_properties(r, georeferenced) for r in batch]
+            data = [np.array([row[n] for row in rows], dtype=kinds.get(n, object)) for n in names]
+            _write_layer(path, geoms, data, names, multi, georeferenced, append=start > 0)
     return path
 
 
-def _write_layer(path: Path, geoms: list, data: list[np.ndarray], names: list[str], multi: bool, georeferenced: bool) -> None:
+def _write_layer(path: Path, geoms: list, data: list[np.ndarray], names: list[str], multi: bool, georeferenced: bool,
+                 append: bool = False) -> None:
     pyogrio.raw.write(
         path,
         geometry=np.array(shapely.to_wkb(geoms), dtype=object) if geoms else np.array([], dtype=object),
@@ -111,6 +150,7 @@ def _write_layer(path: Path, geoms: list, data: list[np.ndarray], names: list[st
         driver="GPKG",
         geometry_type="MultiPolygon" if multi else "Polygon",
         crs="EPSG:4326" if georeferenced else None,
+        append=append,
     )
 
 
@@ -175,7 +215,7 @@ def overlay_png(
     before/after: uint8 (h, w, 3) thumbnails; change: (H, W) with 1 = change (any size, resized
     with nearest to the thumbnail); region ids are written at their centroids.
     """
-    before, after = _rgb(before_rgb), _rgb(after_rgb)
+    before, after = _shrink(_rgb(before_rgb)), _shrink(_rgb(after_rgb))
     h, w = before.shape[:2]
     up = max(1, math.ceil(MIN_PANEL / w))
     h, w = h * up, w * up
@@ -215,8 +255,18 @@ def overlay_png(
         draw.text((x3, fy - 1), "no georeference: pixel coordinates, no scale", fill="black", font=small)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path, format="PNG", optimize=True)
+    img.save(path, format="PNG", compress_level=6)  # optimize=True costs seconds on 3 x 1024 px panels
     return path
+
+
+def _shrink(rgb: np.ndarray) -> np.ndarray:
+    """A photo panel reduced (box filter) so its longest side is at most MAX_PANEL."""
+    h, w = rgb.shape[:2]
+    f = MAX_PANEL / max(h, w)
+    if f >= 1:
+        return rgb
+    size = (max(1, round(w * f)), max(1, round(h * f)))
+    return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BOX))
 
 
 def _scale_bar(draw: ImageDraw.ImageDraw, font, x0: int, y: int, w: int, mpp: float) -> None:

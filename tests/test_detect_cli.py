@@ -38,7 +38,8 @@ def test_detect_georeferenced_demo_writes_every_output(demo_pair, tmp_path: Path
         assert ch.dtypes[0] == "uint8" and ch.nodata == 255
         c, p = ch.read(1), pr.read(1)
         assert set(np.unique(c)) <= {0, 1, 255} and (c == 1).any()
-        assert pr.dtypes[0] == "float32" and 0 <= p.min() and p.max() <= 1
+        # change_prob: uint8 0-255 with its scale in the metadata (p = stored / 255)
+        assert pr.dtypes[0] == "uint8" and pr.scales[0] == pytest.approx(1 / 255) and pr.offsets[0] == 0
         # a pixel is change exactly where its score passed the automatic threshold (before clean-up)
         assert p[c == 1].mean() > p[c == 0].mean()
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -47,12 +48,13 @@ def test_detect_georeferenced_demo_writes_every_output(demo_pair, tmp_path: Path
     assert summary["regions"] and all(r["area_m2"] > 0 for r in summary["regions"])
     q = summary["quadruples"][0]
     assert {"where", "what", "how", "how_many", "total_area_m2"} <= set(q) and q["what"] == {"from": "unknown", "to": "unknown"}
-    assert sum(qd["how_many"] for qd in summary["quadruples"]) == len(summary["regions"])
+    assert sum(qd["how_many"] for qd in summary["quadruples"]) == summary["n_regions"]
+    assert len(summary["regions"]) == min(summary["n_regions"], 100) and "polygon" not in summary["regions"][0]
     gj = json.loads((tmp_path / "regions.geojson").read_text())
-    assert len(gj["features"]) == len(summary["regions"])
+    assert len(gj["features"]) == summary["n_regions"]
     lon, lat = gj["features"][0]["geometry"]["coordinates"][0][0]
     assert 119.7 < lon < 120.1 and 32.3 < lat < 32.7  # Taizhou, in EPSG:4326
-    assert pyogrio.read_info(tmp_path / "regions.gpkg")["features"] == len(summary["regions"])
+    assert pyogrio.read_info(tmp_path / "regions.gpkg")["features"] == summary["n_regions"]
 
 
 def test_detect_png_pair_is_in_pixels(data_dir: Path, tmp_path: Path) -> None:

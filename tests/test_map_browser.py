@@ -56,18 +56,35 @@ def _map(tmp: Path, ref_path: Path, rgb_path: Path, bands, change_of, georeferen
     with render.write_geotiff(tmp / "change.tif", grid, "uint8", 255) as dst:
         dst.write(change, 1)
     regions = describe.regions_from_rasters(tmp / "change.tif", None, grid)
-    path = render.map_html(_rgb(rgb_path, bands), grid, regions, tmp / "map.html", title="browser test")
+    rgb = _rgb(rgb_path, bands)
+    before = rgb[:, ::-1].copy()  # a visibly different "before" image, so the swipe shows two pictures
+    path = render.map_html(rgb, grid, regions, tmp / "map.html", before_rgb=before, change=change, title="browser test",
+                           source="call_detect_browser")
     return path, len(regions)
 
 
-def _check_dom(tmp: Path, page: Path, n_regions: int) -> None:
+def _check_dom(tmp: Path, page: Path, n_regions: int) -> str:
     run = _chromium(tmp, "--dump-dom", page.as_uri())
     dom = run.stdout
     assert run.returncode == 0 and "leaflet-container" in dom, run.stderr[-2000:]
     paths = re.findall(r'<path\b[^>]*class="leaflet-interactive"', dom)
     assert len(paths) == n_regions > 0
-    assert len(re.findall(r'<img\b[^>]*class="[^"]*leaflet-image-layer', dom)) == 1
+    imgs = re.findall(r'<img\b[^>]*class="[^"]*leaflet-image-layer[^>]*>', dom)
+    assert len(imgs) == 3  # before, after, change mask
+    before = next(i for i in imgs if "gd-before" in i)
+    assert re.search(r"clip-path:\s*inset\(0px [\d.]+px 0px 0px\)", before)  # the swipe clips "before"
+    assert re.search(r'<input\b[^>]*class="gd-swipe"', dom)
     assert "leaflet-control-layers" in dom
+    assert f"all {n_regions} region" in dom and "regions.gpkg" in dom  # the note on what is drawn
+    assert re.search(r'class="gd-legend-row".*change \(classes not determined\) \(\d+\)', dom)
+    # the URL hash opens a region's popup: area, classes, confidence, the tool call behind it
+    popup = _chromium(tmp, "--dump-dom", page.as_uri() + "#region=1").stdout
+    m = re.search(r'<div class="gd-popup">(.*?)</div>', popup)
+    assert m, popup[-2000:]
+    assert "region 1" in m.group(1) and "area:" in m.group(1) and "confidence:" in m.group(1)
+    assert "unknown → unknown" in m.group(1) or "unknown &rarr; unknown" in m.group(1)
+    assert "call_detect_browser" in m.group(1)
+    return dom
 
 
 def test_demo_map_renders_offline(data_dir: Path, tmp_path: Path):
@@ -84,6 +101,14 @@ def test_demo_map_renders_offline(data_dir: Path, tmp_path: Path):
     assert img.std() > 20  # the satellite image is drawn, not a blank page
     red = (img[..., 0] > 180) & (img[..., 1] < 90) & (img[..., 2] < 90)
     assert red.sum() > 200  # region outlines are drawn
+    h, w = img.shape[:2]
+    divider = img[h // 4 : 3 * h // 4, w // 2 - 2 : w // 2 + 2].min(axis=2).max(axis=1)
+    assert (divider > 230).mean() > 0.9  # the white swipe divider runs down the middle
+    # left of the divider is the (mirrored) before image, right of it the after image: they differ
+    left, right = img[h // 3 : 2 * h // 3, w // 2 - 60 : w // 2 - 10], img[h // 3 : 2 * h // 3, w // 2 + 10 : w // 2 + 60]
+    assert np.abs(left - right[:, ::-1]).mean() < np.abs(left - right).mean()
+    legend = img[h - 120 :, w - 300 :]
+    assert (legend.min(axis=2) > 245).mean() > 0.3  # the white legend box sits bottom right
 
 
 def test_unreferenced_map_uses_pixel_crs(data_dir: Path, tmp_path: Path):

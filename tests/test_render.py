@@ -15,6 +15,7 @@ import rasterio
 from PIL import Image
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
+from shapely.geometry import shape
 
 from geodelta.contracts import ChangeQuery
 from geodelta.perception import describe, render
@@ -144,15 +145,42 @@ def test_overlay_unreferenced_and_scale(levir, demo, data_dir):
 
 def test_map_html_is_offline(demo, levir):
     path = render.map_html(demo["after"], demo["grid"], demo["regions"], demo["out"] / "map.html",
-                           before_rgb=demo["before"], title="Taizhou <2000-2003>")
+                           before_rgb=demo["before"], change=demo["change"], title="Taizhou <2000-2003>",
+                           source="call_detect_1")
     page = path.read_text()
     tags = re.findall(r"<(?:script|link)\b[^>]*>", page)
     assert tags and not any(re.search(r"(src|href)\s*=\s*[\"']?(https?:)?//", t) for t in tags)
     assert "Leaflet 1.9.4" in page or 'version="1.9.4"' in page  # vendored Leaflet inlined
-    assert "data:image/png;base64," in page and "Taizhou &lt;2000-2003&gt;" in page
-    assert page.count('"type": "Feature"') + page.count('"type":"Feature"') == len(demo["regions"])
+    assert "data:image/png;base64," in page and "data:image/webp;base64," in page  # mask PNG, photos WebP
+    assert "<title>Taizhou &lt;2000-2003&gt;</title>" in page
+    data = _map_data(page)
+    assert [layer["name"] for layer in data["layers"]] == ["before", "after", "change"]
+    assert len(data["regions"]["features"]) == len(demo["regions"])
+    assert data["note"] == f"all {len(demo['regions'])} regions shown; also in regions.gpkg"
+    assert {f["properties"]["source"] for f in data["regions"]["features"]} == {"call_detect_1"}
+    assert data["legend"][0]["label"] == "change (classes not determined)"
     pix = render.map_html(levir["after"], levir["grid"], levir["regions"], levir["out"] / "map.html")
-    assert "L.CRS.Simple" in pix.read_text()
+    assert _map_data(pix.read_text())["simple"] is True
+
+
+def _map_data(page: str) -> dict:
+    """The JSON the page's script draws from (everything on the map comes from it)."""
+    return json.JSONDecoder().raw_decode(page, page.index("const GD = ") + len("const GD = "))[0]
+
+
+def test_map_html_caps_vectors_and_says_so(demo):
+    regions = demo["regions"]
+    cap = 5
+    path = render.map_html(demo["after"], demo["grid"], regions, demo["out"] / "capped.html", max_regions=cap,
+                           n_regions=len(regions) + 1000)
+    data = _map_data(path.read_text())
+    drawn = [f["properties"]["id"] for f in data["regions"]["features"]]
+    by_area = sorted(regions, key=lambda r: -r.area_m2)[:cap]
+    assert drawn == [r.id for r in by_area]  # the largest ones
+    assert data["note"] == f"5 largest of {len(regions) + 1000:,} regions shown; all are in regions.gpkg"
+    # simplified to the display resolution: never more vertices than the exact polygons
+    exact = sum(len(shape(r.polygon).exterior.coords) for r in by_area)
+    assert sum(len(f["geometry"]["coordinates"][0]) for f in data["regions"]["features"]) <= exact
 
 
 def test_summary_json_sorted_and_plain(tmp_path, demo):

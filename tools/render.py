@@ -26,7 +26,8 @@ def make(ctx: ToolContext) -> BaseTool:
         # after refine_regions the map's GeoTIFF is the refined mask the regions came from
         change_tif = an.out_dir / ("change_refined.tif" if an.stats.get("refined") else "change.tif")
         det = Detection(an.out_dir, an.grid, an.method, an.params, change_tif, an.out_dir / "change_prob.tif", an.regions, 0, 0)
-        maps = render_stage(ctx.workspace.pair(an.scene_id), det, kept, out)
+        # popups name the detect_changes result the regions came from (its audit event holds the tool call id)
+        maps = render_stage(ctx.workspace.pair(an.scene_id), det, kept, out, source=f"detect_changes {analysis_id}")
         return {"analysis_id": analysis_id, "maps": maps, "n_regions_drawn": len(kept)}
 
     return StructuredTool.from_function(render_map, name="render_map", args_schema=DescribeArgs, description=render_map.__doc__)
