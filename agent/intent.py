@@ -17,7 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from geodelta.agent import intent_concepts as C
 from geodelta.agent import intent_lexicon as L
+from geodelta.agent.intent_roles import placement_reverse, rewrite_phenomena, scope
 from geodelta.agent.intent_areas import AreaReading, read_area, read_min_area
 from geodelta.contracts import VOCABULARY, ChangeQuery
 
@@ -25,6 +27,13 @@ from geodelta.contracts import VOCABULARY, ChangeQuery
 # lexicon phrase; 0.5 keeps plural/derived forms ("woodlands" 0.87, "urbanization" 0.84) and rejects
 # function words (< 0.35) on the tune split. Typos go through difflib first (ratio >= 0.84).
 EMBED_MIN_SIM = 0.5
+# Between 0.5 and 0.8 similarity is as often a false friend ("harvested" -> harbor 0.58, "logistics" ->
+# logging 0.57, "inland" -> heathland 0.68) as a derived form; below EMBED_SURE_SIM a match must also share
+# a stem of EMBED_MIN_PREFIX letters ("loggers" -> logging, "villas" -> village, "farmed" -> farming).
+EMBED_SURE_SIM = 0.8
+EMBED_MIN_PREFIX = 4
+# A field whose confidence is below this is asked back (the reading is offered as the guess).
+ASK_BELOW = 0.55
 TYPO_MIN_RATIO = 0.84
 
 
@@ -36,6 +45,7 @@ class IntentResult:
     clarify: str | None = None
     confidence: float = 0.0
     matched: dict[str, Any] = field(default_factory=dict)
+    field_confidence: dict[str, float] = field(default_factory=dict)  # "from", "to", "direction" -> 0..1
 
 
 @functools.cache
@@ -83,6 +93,9 @@ def _lexicon() -> dict[tuple[str, ...], _Entry]:
         singles, *multi = text.split(",")  # "w1 w2 ..., phrase one, phrase two"
         for p in [[w] for w in singles.split()] + [m.split() for m in multi]:
             lex[_key(p)] = _Entry("class", tuple(classes))
+    for classes, text in C.CONCEPT_PHRASES.items():  # the broader concept lexicon never overrides the core one
+        for p in (t.split() for t in text.split(",")):
+            lex.setdefault(_key(p), _Entry("class", tuple(classes)))
     for p, (classes, role) in L.ROLE_PHRASES.items():
         lex[_key(p.split())] = _Entry("role", classes, role)
     for p in L.FIRE_PHRASES:
@@ -101,7 +114,9 @@ def _known_words() -> tuple[str, ...]:
     """Every word the parser knows, sorted (difflib typo correction is then deterministic)."""
     words = {w for k in _lexicon() for w in k} | L.APPEAR | L.DISAPPEAR | L.GENERIC_CHANGE | L.STOPWORDS
     words |= L.FORWARD_WORDS | L.REVERSE_WORDS | L.EXPANSION_VERBS | set(L.VERTICAL) | set(L.HORIZONTAL)
-    words |= set(L.COMPOUND_SECTORS) | L.CENTRE | L.PART_WORDS | L.OFF_WORLD
+    words |= set(L.COMPOUND_SECTORS) | L.CENTRE | L.PART_WORDS | L.OFF_WORLD | L.OFF_TOPIC | C.PLACE_WORDS
+    words |= C.LOW_MODIFIERS | C.TALL_MODIFIERS | C.ABSENCE | C.APPEAR_VERBS | C.PLACEMENT_WORDS
+    words |= {w for p in (*C.EXCLUDE_PHRASES, *C.LOCATIVE_PHRASES, *C.CLAUSE_PHRASES) for w in p.split()}
     return tuple(sorted(words))
 
 
@@ -119,6 +134,12 @@ def _nearest(word: str) -> tuple[tuple[str, ...] | None, float]:
     sims = emb @ v
     i = int(np.argmax(sims))
     return keys[i], float(sims[i])
+
+
+def _accept(word: str, nearest: str, sim: float) -> bool:
+    """An embedding match is kept when it is very close, or close and sharing a stem (see EMBED_SURE_SIM)."""
+    prefix = len(next((a for a in (word[:n] for n in range(len(word), 0, -1)) if nearest.startswith(a)), ""))
+    return sim >= EMBED_SURE_SIM or (sim >= EMBED_MIN_SIM and prefix >= EMBED_MIN_PREFIX)
 
 
 _TOKEN = re.compile(r"[a-z]+|->|,|&")
@@ -148,6 +169,8 @@ class _Mention:
     text: str
     fire: bool = False
     fixed: bool = False  # the role came from the lexicon ("deforestation"), not from the sentence
+    state: bool = False  # made from absence ("without any plants"): the state after the change
+    sim: float = 1.0  # 1 for a lexicon phrase; the cosine similarity for an embedding match
 
 
 def _mentions(tokens: list[str], matched: dict[str, Any]) -> tuple[list[_Mention], list[str], set[int]]:
@@ -180,9 +203,9 @@ def _mentions(tokens: list[str], matched: dict[str, Any]) -> tuple[list[_Mention
             tok = tokens[i]
             if tok.isalpha() and len(tok) >= 4 and tok not in _known_words() and _stem(tok) not in _known_words():
                 key, sim = _nearest(tok)
-                if key is not None and sim >= EMBED_MIN_SIM:
+                if key is not None and _accept(tok, key[0], sim):
                     e = lex[key]
-                    mentions.append(_Mention(i, i + 1, e.classes, e.role, tok, fire=e.kind == "fire"))
+                    mentions.append(_Mention(i, i + 1, e.classes, e.role, tok, fire=e.kind == "fire", sim=sim))
                     matched.setdefault("embedding", {})[tok] = {"nearest": key[0], "similarity": round(sim, 3)}
                     matched.setdefault("classes", {})[tok] = list(e.classes)
                     used.add(i)
@@ -201,7 +224,8 @@ def _merge(mentions: list[_Mention], tokens: list[str]) -> list[_Mention]:
             conj = (not gap and same) or (gap and set(gap) <= L.CONJUNCTIONS and set(gap) & {"and", "or", ",", "&", "plus", "nor"})
             if (same or conj) and (g.role is None or m.role is None or g.role == m.role) and not (g.start == m.start):
                 classes = tuple(c for c in VOCABULARY if c in set(g.classes) | set(m.classes))
-                groups[-1] = _Mention(g.start, m.end, classes, g.role or m.role, f"{g.text} {m.text}", g.fire or m.fire)
+                groups[-1] = _Mention(g.start, m.end, classes, g.role or m.role, f"{g.text} {m.text}", g.fire or m.fire,
+                                      state=g.state or m.state, sim=min(g.sim, m.sim))
                 continue
         groups.append(m)
     return groups
@@ -215,6 +239,8 @@ def _connector(tokens: list[str], a: _Mention, b: _Mention) -> str | None:
         return "reverse"
     if any(p in gap for p in L.FORWARD_PHRASES):
         return "forward"
+    if placement_reverse(words):
+        return "reverse"
     if {"into", "onto", "on", "over", "upon"} & set(words) and L.EXPANSION_VERBS & set(tokens[: b.start]):
         return "reverse"
     if L.REVERSE_WORDS & set(words):
@@ -224,12 +250,19 @@ def _connector(tokens: list[str], a: _Mention, b: _Mention) -> str | None:
     return None
 
 
-def _assign_roles(groups: list[_Mention], tokens: list[str], cues: dict[str, int]) -> None:
-    """Give every group a role ('from' before / 'to' after) from connectors, fixed roles and cues."""
+def _assign_roles(groups: list[_Mention], tokens: list[str], cues: dict[str, int]) -> float:
+    """Give every group a role ('from' before / 'to' after) from connectors, fixed roles and cues.
+
+    Returns the confidence of the roles: 1 when words decided them, lower when only word order or
+    the absence of any cue did.
+    """
+    conf = 1.0
     for a, b in zip(groups, groups[1:]):
         if a.role and b.role:
             continue
         conn = _connector(tokens, a, b)
+        if conn is None and a.role is None and b.role is None and not b.state:
+            conf = min(conf, 0.6)
         if conn == "forward" or (conn is None and a.role is None and b.role is None):
             a.role, b.role = a.role or "from", b.role or "to"
             if a.role == b.role:  # a fixed role wins; the other side takes the opposite
@@ -242,7 +275,18 @@ def _assign_roles(groups: list[_Mention], tokens: list[str], cues: dict[str, int
             a.role, b.role = a.role or other, b.role or other
     if len(groups) == 1 and groups[0].role is None:
         g = groups[0]
-        g.role = "to" if cues["appear"] > cues["disappear"] else "from"
+        before, after = set(tokens[max(0, g.start - 3):g.start]), set(tokens[g.end:g.end + 3])
+        if g.state or cues["appear"] > cues["disappear"]:
+            g.role = "to"
+        elif cues["disappear"]:
+            g.role = "from"
+        elif L.FORWARD_WORDS & before and not L.FORWARD_WORDS & after:  # "what became forest"
+            g.role = "to"
+        else:  # "what did the farmland become", "how did the forest change"
+            g.role = "from"
+            if not (cues["generic"] or L.FORWARD_WORDS & after):
+                conf = min(conf, 0.5)
+    return conf
 
 
 def _cues(tokens: list[str], used: set[int]) -> dict[str, int]:
@@ -292,13 +336,17 @@ def parse_question(text: str, previous: ChangeQuery | None = None) -> IntentResu
         matched["area"] = area.note
     if min_area is not None:
         matched["min_area"] = min_area[1]
-    tokens = _tokenise(rest, matched)
+    tokens = _tokenise(rewrite_phenomena(rest, matched), matched)
+    if L.OFF_TOPIC & set(tokens):
+        return IntentResult(None, "I only answer questions about how the land changed between two images, e.g. "
+                            "'where did farmland get built over?'. What change should I look for?", 0.1, matched)
     mentions, oov, used = _mentions(tokens, matched)
+    mentions = scope(tokens, mentions, matched)
     cues = _cues(tokens, used)
     groups = _merge(mentions, tokens)
     for g in groups:
         g.fixed = g.role is not None
-    _assign_roles(groups, tokens, cues)
+    role_conf = _assign_roles(groups, tokens, cues)
     frm, to = _classes(groups, "from"), _classes(groups, "to")
     if any(g.fire for g in groups) and not frm:
         frm = list(L.FIRE_FROM)
@@ -343,9 +391,26 @@ def parse_question(text: str, previous: ChangeQuery | None = None) -> IntentResu
                     min_area_m2=min_m2, report=report)
     q = q.model_copy(update={"rationale": _rationale(q, area if area.area is not None or area_model is None else AreaReading(area_model))})
     matched["roles"] = {g.text: g.role for g in groups}
+    fields = _field_confidence(groups, role_conf, inherited)
+    matched["field_confidence"] = fields
     confidence = 0.9 if groups else (0.8 if inherited else 0.6)
     confidence -= 0.05 * len(matched.get("typos", {})) + 0.1 * len(matched.get("embedding", {})) + (0.1 if area.note else 0)
-    return IntentResult(q, None, round(max(confidence, 0.2), 2), matched)
+    confidence = round(max(min(confidence, *fields.values()), 0.2), 2)
+    unsure = sorted(f for f, c in fields.items() if c < ASK_BELOW)
+    if unsure:
+        ask = (f"I am not sure of the {' and '.join(unsure)} of this question. {q.rationale} Is that what you mean? "
+               "Answer yes, or say what changed into what (e.g. 'forest to cropland').")
+        return IntentResult(q, ask, confidence, matched, fields)
+    return IntentResult(q, None, confidence, matched, fields)
+
+
+def _field_confidence(groups: list[_Mention], role_conf: float, inherited: bool) -> dict[str, float]:
+    """Confidence per field: the weakest class match on that side, and how surely the roles were given."""
+    if inherited:
+        return {"from": 1.0, "to": 1.0, "direction": 1.0}
+    side = {r: min([g.sim for g in groups if g.role == r] or [1.0]) for r in ("from", "to")}
+    return {"from": round(min(side["from"], role_conf), 2), "to": round(min(side["to"], role_conf), 2),
+            "direction": round(role_conf, 2)}
 
 
 def _is_follow_up(tokens: list[str]) -> bool:

@@ -51,9 +51,11 @@ for _p in ("built over, built on, built up, paved over, paved, concreted over, c
            "urbanisation, urbanization, urbanised, urbanized, urban sprawl, sprawl, sprawled, sprawling, construction, "
            "constructed, build, built, new housing").split(", "):
     ROLE_PHRASES[_p] = (("built_up",), "to")
-for _p in "flood, flooded, flooding, inundated, inundation, waterlogged, submerged, under water".split(", "):
+for _p in ("flood, flooded, flooding, inundated, inundation, waterlogged, submerged, under water, sea advance, "
+           "overflowed, overflowing, inundate").split(", "):
     ROLE_PHRASES[_p] = (("water",), "to")
-for _p in ("deforestation, deforested, logging, logged, clear cut, clearcut, clear cutting, clearcutting, tree loss, "
+ROLE_PHRASES["water retreat"] = (("water",), "from")  # land won from the sea (intent_concepts.PHENOMENA)
+for _p in ("deforestation, deforested, logging, logged, logger, grubbed, grubbed up, grubbed out, clear cut, clearcut, clear cutting, clearcutting, tree loss, "
            "forest loss").split(", "):
     ROLE_PHRASES[_p] = (("tree",), "from")
 for _p in "reforestation, afforestation, reforested, afforested, tree planting, planted tree".split(", "):
@@ -80,15 +82,20 @@ APPEAR = frozenset("new newly appear appeared appearing appearance grow grew gro
                    "expanding expansion spread spreading increase increased increasing gain gained emerge emerged "
                    "more arise arisen rise rose extend extended enlarge enlarged regrow regrew regrown regrowth "
                    "recover recovered advance advanced encroach encroached added created establish established "
-                   "planted formed widen widened swell swelled swollen sprung popped".split())
+                   "planted formed widen widened swell swelled swollen sprung popped lush denser thicker thickened regenerate "
+                   "regenerated regenerating".split())
 DISAPPEAR = frozenset("disappear disappeared disappearing disappearance lost lose loss losing shrink shrank shrunk "
                       "shrinking shrinkage decline declined decrease decreased reduce reduced reduction vanish "
                       "vanished gone go went removed removal cleared clearing cut felled destroyed destruction "
                       "retreat retreated recede receded dried dry drained draining drought demolished demolition "
-                      "torn razed abandoned fewer less stripped diminished erode eroded erosion melt melted".split())
+                      "torn razed abandoned fewer less stripped diminished erode eroded erosion melt melted bulldozed "
+                      "flattened wiped knocked washed uprooted levelled leveled dropped drop fell fall falling sank "
+                      "thinned".split())
 APPEAR_PHRASES = ("go up", "went up", "gone up", "popped up", "pop up", "sprung up", "sprang up")
 GENERIC_CHANGE = frozenset("change changed changes changing different difference differences happen happened "
-                           "happening altered alteration transformed transformation modified anything".split())
+                           "happening altered alteration transformed transformation modified anything doing".split())
+# Requests that are not about land change at all: asked back, never read as a query.
+OFF_TOPIC = frozenset("poem joke story song recipe weather forecast translate essay limerick haiku".split())
 
 # Connectors between two class mentions. forward: first -> second; reverse: second -> first.
 REVERSE_PHRASES = ("at the expense of", "instead of", "in place of", "used to be", "took over", "take over",
@@ -101,7 +108,7 @@ FORWARD_WORDS = frozenset("to into become became becoming turned turn converted 
                           "giving".split())
 EXPANSION_VERBS = frozenset("expand expanded expanding spread spreading sprawl sprawled sprawling grow grew grown "
                             "advance advanced encroach encroached eat ate creep crept push pushed move moved extend "
-                            "extended invade invaded".split())
+                            "extended invade invaded rise rose risen rising".split())
 CONJUNCTIONS = frozenset("and or nor plus & , as well the a an some other new".split())
 
 # Area words (sectors of the scene frame, north up).

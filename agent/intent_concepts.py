@@ -1,0 +1,100 @@
+"""A broader concept lexicon: things people name that are not land-cover classes, mapped to the nearest class.
+
+Data only; `geodelta.agent.intent` reads it beside `intent_lexicon`. Same phrase format (comma separated
+phrases, lower case, hyphens split, light plural stemming). Sources of the names: the CORINE legend
+(`../shared/data/corine_ch/clc_legend.csv`), ESA WorldCover and Dynamic World class names, LEVIR-CC
+captions, and what planners, farmers, insurers and hydrologists ask about. Nearest-class choices
+(issue 16; also the labelling conventions of benchmarks/intent_questions_users.jsonl):
+  car parks, airfields, ports, marinas, solar farms, greenhouses, camps, tracks  -> built_up (sealed or roofed)
+  quarries, gravel pits, landfill, dump sites, wasteland, sparse vegetation        -> bare_ground
+  orchards, olive groves, hedges, fruit trees, agro-forestry                       -> tree (woody cover)
+  vineyards, vines, cultivation, farmed land                                       -> cropland
+  sports pitches, golf courses, playing fields, field margins, verges, paddocks    -> low_vegetation (grass)
+  flooded vegetation, herbaceous wetland, salt marsh, peat bog                     -> water + low_vegetation
+Place words that only say where ("roadside", "floodplain", "riverbank") map to no class.
+"""
+
+from __future__ import annotations
+
+V = ("tree", "low_vegetation", "cropland")
+G = ("tree", "low_vegetation")
+W = ("water", "low_vegetation")
+
+CONCEPT_PHRASES: dict[tuple[str, ...], str] = {
+    ("water",): "watercourse, water course, flooded area, flood water, standing water, storm surge, sea and ocean",
+    ("tree",): "hedge, broadleaf, broadleaved, coniferous, deciduous, evergreen, forested, woody, olive, "
+    "broad leaved, olive grove, fruit tree, agro forestry, agroforestry, mangrove forest, woody vegetation, "
+    "tall vegetation, tall plant, tree stand, berry plantation",
+    ("low_vegetation",): "paddock, ranch, cattle, livestock, grazing, verge, pitch, golf, lawn, moss, lichen, "
+    "herbaceous, shrubby, scrubby, bracken, reed, sports pitch, football pitch, playing field, sports field, "
+    "sports ground, golf course, field margin, grass verge, low vegetation, short vegetation, low growing plant, "
+    "low plant, short plant, short grass, herbaceous vegetation, herbaceous cover, sclerophyllous vegetation, "
+    "natural grassland, grazing land, shrub and scrub, moss and lichen, low growing vegetation",
+    ("cropland",): "cultivation, cultivated, farmed, vine, tillage, green field, cultivated land, cultivation pattern, "
+    "permanently irrigated land, annual crop, permanent crop",
+    ("bare_ground",): "bare, bareland, wasteland, brownfield, landfill, dump, spoil, scree, pit, unvegetated, "
+    "waste land, dump site, gravel pit, sand pit, sparse vegetation, sparsely vegetated, bare rock, "
+    "intertidal flat, tidal flat, mud flat, beaches dunes and sand, mineral extraction, extraction site, burnt area",
+    ("built_up",): "airfield, airstrip, aerodrome, hangar, marina, port, dock, wharf, pier, terminal, hub, logistics, "
+    "depot, camp, tent, track, path, bypass, junction, roundabout, bridge, polytunnel, tower, villa, property, "
+    "school, office, hospital, mall, shop, stadium, fabric, rail, station, solar, cement, "
+    "retail park, ring road, tower block, urban fabric, commercial unit, rail network, refugee camp, port area, "
+    "built area, built up, industrial zone, logistics hub, trading estate",
+    V: "green, natural cover",
+    G: "green urban area, natural vegetation",
+    W: "flooded vegetation, herbaceous wetland, salt marsh, peat bog, inland marsh, reed bed",
+}
+
+# Words that say where, not what: never a class, never sent to the embedding fallback.
+PLACE_WORDS = frozenset("roadside riverside lakeside wayside hillside floodplain riverbank bank banks valley hill hills "
+                        "plain coast coastline coastal shore shoreline inland edge outskirts fringe lane".split())
+
+# Modifiers that narrow a vegetation mention ("short, low-growing plants"; "tall woody vegetation").
+LOW_MODIFIERS = frozenset("low short herbaceous scrubby shrubby grassy growing lying".split())
+TALL_MODIFIERS = frozenset("tall high mature woody".split())
+
+# Negation and exclusion. ABSENCE: "without any plants", "no vegetation" (absence of vegetation is bare ground).
+ABSENCE = frozenset("without no lacking lacks treeless plantless".split())
+# EXCLUDE: the next mention is left out ("other than crops" narrows the mention before it).
+EXCLUDE_PHRASES = ("other than", "apart from", "aside from", "except for", "except", "excluding", "exclude",
+                   "not counting", "not including", "ignore", "ignoring", "but not", "not the", "and not",
+                   "not interested in", "don t care about", "do not care about", "dont care about",
+                   "never mind", "forget", "leave out", "leaving out", "besides")
+# "Leave the buildings aside" / "roads aside": the mention before "aside".
+EXCLUDE_AFTER = ("aside",)
+# The mention after these only says where ("houses along the road", "pits near the river").
+LOCATIVE_PHRASES = ("along", "alongside", "near", "nearby", "beside", "next to", "close to", "around",
+                    "opposite", "behind", "at the edge of", "on both sides of", "on the side of", "surrounding")
+# The mention after these is a cause or a time ("grow back after logging"), dropped when another is named first.
+CLAUSE_PHRASES = ("after", "following", "since", "due to", "because of")
+# Verbs that make "in / across / through / among" mean "on former X" ("a road cut across the fields").
+APPEAR_VERBS = frozenset("appear appeared appearing cut built build constructed put popped sprang sprung emerged "
+                         "developed established erected laid opened".split())
+PLACEMENT_WORDS = frozenset("in across through inside within among amid throughout".split())
+
+# Phenomena that name a transition without naming both classes (regex over lower-cased text -> canonical text).
+PHENOMENA: tuple[tuple[str, str], ...] = (
+    # shore / coast / bank retreat or erosion: the water moved onto the land
+    (r"\b(?:shore|shoreline|coast|coastline|coastal|beach(?:es)?|cliffs?|banks?|riverbanks?)\b(?:\s+\w+){0,3}?\s+"
+     r"(?:retreat\w*|reced\w*|erod\w*|erosion|wash\w*\s+away|wore\s+away|worn\s+away|collaps\w*)", " sea advance "),
+    (r"\b(?:coastal|shore|beach|bank|cliff)\s+(?:erosion|retreat|loss)", " sea advance "),
+    (r"\berod\w*\s+(?:its|their|the)?\s*(?:banks?|shores?|coast\w*|cliffs?|beach\w*)", " sea advance "),
+    (r"\b(?:sea|ocean|water|tide)\b(?:\s+\w+){0,2}?\s+(?:advanc\w*|mov\w*|push\w*|crept|creep\w*|encroach\w*)\s+inland",
+     " sea advance "),
+    # land won from the water
+    (r"\b(?:gain\w*|reclaim\w*|won|win)\s+(?:\w+\s+){0,2}?from\s+the\s+(?:sea|ocean|lake|water|river)", " water retreat "),
+    # a water body that drops and exposes its bed
+    (r"\bexpos\w*\s+(?:the\s+)?(?:bed|riverbed|lakebed|bottom|mud|sand|shore)\b", " leaving bare ground "),
+    # rivers leaving their bed
+    (r"\b(?:burst|broke|break|overtop\w*|spill\w*\s+over)\s+(?:its|their|the)\s+banks?", " flooded "),
+    (r"\boverflow\w*", " flooded "),
+    (r"\b(?:gone|went|go|is|are|was|were)\s+under\s+water\b", " flooded "),
+    # fields left unused
+    (r"\b(?:went|go|gone|left|lay|lie|lying)\s+(?:un\s?planted|unsown|idle|fallow)\b", " left fallow "),
+    (r"\b(?:un\s?planted|unsown|no\s+longer\s+(?:cultivated|planted|cropped)|set\s+aside)\b", " left fallow "),
+    (r"\bno\s+longer\b", " lost "),
+    # flooding verbs used on things ("the floods swamp the villages")
+    (r"\b(flood\w*|river|sea|water)\s+swamp(?:ed)?\b", r" \1 flooded "),
+    (r"\bswamped\b", " flooded "),
+    (r"\bstripped?\s+(?:the\s+)?(\w+)\s+bare\b", r" turned \1 to bare "),
+)
