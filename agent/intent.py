@@ -115,7 +115,7 @@ def _known_words() -> tuple[str, ...]:
     words = {w for k in _lexicon() for w in k} | L.APPEAR | L.DISAPPEAR | L.GENERIC_CHANGE | L.STOPWORDS
     words |= L.FORWARD_WORDS | L.REVERSE_WORDS | L.EXPANSION_VERBS | set(L.VERTICAL) | set(L.HORIZONTAL)
     words |= set(L.COMPOUND_SECTORS) | L.CENTRE | L.PART_WORDS | L.OFF_WORLD | L.OFF_TOPIC | C.PLACE_WORDS
-    words |= C.LOW_MODIFIERS | C.TALL_MODIFIERS | C.ABSENCE | C.APPEAR_VERBS | C.PLACEMENT_WORDS
+    words |= {"xposs"} | C.LOW_MODIFIERS | C.TALL_MODIFIERS | C.ABSENCE | C.APPEAR_VERBS | C.PLACEMENT_WORDS
     words |= {w for p in (*C.EXCLUDE_PHRASES, *C.LOCATIVE_PHRASES, *C.CLAUSE_PHRASES) for w in p.split()}
     return tuple(sorted(words))
 
@@ -149,7 +149,8 @@ def _tokenise(text: str, matched: dict[str, Any]) -> list[str]:
     """Lower-case word tokens; unknown words of 5+ letters are typo-corrected against the lexicon."""
     out = []
     known = set(_known_words())
-    for tok in _TOKEN.findall(text.lower().replace("’", "'").replace("'d ", " did ")):
+    text = re.sub(r"(?<=[a-z])(?:'s|s')(?=[\s,.?!;:]|$)", " xposs ", text.lower().replace("’", "'").replace("'d ", " did "))
+    for tok in _TOKEN.findall(text):
         if tok.isalpha() and len(tok) >= 5 and tok not in known and _stem(tok) not in known:
             close = difflib.get_close_matches(tok, _known_words(), n=1, cutoff=TYPO_MIN_RATIO) or \
                 difflib.get_close_matches(_stem(tok), _known_words(), n=1, cutoff=TYPO_MIN_RATIO)
@@ -247,6 +248,8 @@ def _connector(tokens: list[str], a: _Mention, b: _Mention) -> str | None:
         return "reverse"
     if L.FORWARD_WORDS & set(words) or "->" in words:
         return "forward"
+    if L.REVERSE_PREPOSITIONS & set(words):
+        return "reverse"
     return None
 
 

@@ -34,7 +34,8 @@ CONCEPT_PHRASES: dict[tuple[str, ...], str] = {
     "permanently irrigated land, annual crop, permanent crop",
     ("bare_ground",): "bare, bareland, wasteland, brownfield, landfill, dump, spoil, scree, pit, unvegetated, "
     "waste land, dump site, gravel pit, sand pit, sparse vegetation, sparsely vegetated, bare rock, "
-    "intertidal flat, tidal flat, mud flat, beaches dunes and sand, mineral extraction, extraction site, burnt area",
+    "intertidal flat, tidal flat, mud flat, beaches dunes and sand, mineral extraction, extraction site, mudslide, "
+    "mudflow, rockfall, debris flow",
     ("built_up",): "airfield, airstrip, aerodrome, hangar, marina, port, dock, wharf, pier, terminal, hub, logistics, "
     "depot, camp, tent, track, path, bypass, junction, roundabout, bridge, polytunnel, tower, villa, property, "
     "school, office, hospital, mall, shop, stadium, fabric, rail, station, solar, cement, "
@@ -59,12 +60,15 @@ ABSENCE = frozenset("without no lacking lacks treeless plantless".split())
 EXCLUDE_PHRASES = ("other than", "apart from", "aside from", "except for", "except", "excluding", "exclude",
                    "not counting", "not including", "ignore", "ignoring", "but not", "not the", "and not",
                    "not interested in", "don t care about", "do not care about", "dont care about",
-                   "never mind", "forget", "leave out", "leaving out", "besides")
+                   "never mind", "forget", "leave out", "leaving out", "besides", "not")
+# "pitches were built on the fields": a creation verb right after a mention says that mention is new.
+CREATION = frozenset(("built", "build", "constructed", "built on", "built up"))
+CREATION_GAP = frozenset("been be were was is are get got gets being have has had newly recently just".split())
 # "Leave the buildings aside" / "roads aside": the mention before "aside".
 EXCLUDE_AFTER = ("aside",)
 # The mention after these only says where ("houses along the road", "pits near the river").
 LOCATIVE_PHRASES = ("along", "alongside", "near", "nearby", "beside", "next to", "close to", "around",
-                    "opposite", "behind", "at the edge of", "on both sides of", "on the side of", "surrounding")
+                    "opposite", "behind", "at the edge of", "on both sides of", "on the side of")
 # The mention after these is a cause or a time ("grow back after logging"), dropped when another is named first.
 CLAUSE_PHRASES = ("after", "following", "since", "due to", "because of")
 # Verbs that make "in / across / through / among" mean "on former X" ("a road cut across the fields").

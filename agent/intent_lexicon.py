@@ -41,7 +41,7 @@ CLASS_PHRASES: dict[tuple[str, ...], str] = {
     "built up area, urban area, parking lot, car park, housing estate, solar farm, solar park, solar panel, "
     "industrial estate, business park",
     V: "vegetation greenery plant, green cover, vegetation cover, plant cover",
-    G: "green space, green area, greenspace",
+    G: "greenspace, green space, green area",  # no single words: "green" alone is vegetation (intent_concepts)
     W: "wetland marsh swamp bog fen mire, reed bed",
 }
 
@@ -64,13 +64,13 @@ for _p in "vegetated, revegetated, greener, greening, greened".split(", "):
     ROLE_PHRASES[_p] = (V, "to")
 # fire: burnt ground reads as bare ground; the "from" side defaults to tree + low_vegetation.
 FIRE_PHRASES = ("burn, burned, burnt, burning, fire, wildfire, bushfire, forest fire, burn scar, fire scar, "
-                "scorched, charred, blaze").split(", ")
+                "scorched, charred, blaze, burnt area, burned area").split(", ")
 FIRE_FROM = G
 # phrase -> (from classes, to classes): a whole transition in one phrase.
 TRANSITION_PHRASES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     p: (("cropland",), ("bare_ground", "low_vegetation"))
     for p in "fields left fallow, field left fallow, fallow field, fallow land, left fallow, fallow".split(", ")
-}
+} | {p: (("cropland",), ("bare_ground",)) for p in "harvested, harvest, harvesting, reaped".split(", ")}
 
 # Classes outside the vocabulary: ask back, offering the closest reading.
 OUT_OF_VOCABULARY: dict[str, str] = {
@@ -91,7 +91,8 @@ DISAPPEAR = frozenset("disappear disappeared disappearing disappearance lost los
                       "torn razed abandoned fewer less stripped diminished erode eroded erosion melt melted bulldozed "
                       "flattened wiped knocked washed uprooted levelled leveled dropped drop fell fall falling sank "
                       "thinned".split())
-APPEAR_PHRASES = ("go up", "went up", "gone up", "popped up", "pop up", "sprung up", "sprang up")
+APPEAR_PHRASES = ("go up", "went up", "gone up", "popped up", "pop up", "sprung up", "sprang up", "put up", "set up",
+                  "going up", "springing up", "came up", "grow back", "grew back", "come back", "came back")
 GENERIC_CHANGE = frozenset("change changed changes changing different difference differences happen happened "
                            "happening altered alteration transformed transformation modified anything doing".split())
 # Requests that are not about land change at all: asked back, never read as a query.
@@ -99,11 +100,15 @@ OFF_TOPIC = frozenset("poem joke story song recipe weather forecast translate es
 
 # Connectors between two class mentions. forward: first -> second; reverse: second -> first.
 REVERSE_PHRASES = ("at the expense of", "instead of", "in place of", "used to be", "took over", "take over",
-                   "taken over", "eat into", "ate into", "eaten into")
+                   "taken over", "eat into", "ate into", "eaten into", "cleared from", "carved out of", "carved from",
+                   "cut out of", "won from", "taken from", "reclaimed from", "cleared out of")
 FORWARD_PHRASES = ("replaced by", "replaced with", "gave way to", "give way to", "made way for", "make way for",
-                   "lost to", "turned into", "turned to", "converted to", "converted into", "changed to", "changed into")
-REVERSE_WORDS = frozenset("on onto over upon cover covered covering swallowed swallow replaced replace invaded "
-                          "invade overtook overtaken engulfed encroached former old formerly previously".split())
+                   "lost to", "turned into", "turned to", "converted to", "converted into", "changed to", "changed into",
+                   "buried by", "buried under", "covered by", "covered with", "destroyed by", "swallowed by")
+REVERSE_WORDS = frozenset("cover covered covering swallowed swallow replaced replace invaded invade overtook "
+                          "overtaken engulfed encroached former old formerly previously bury buried buries".split())
+# Prepositions that mean "on top of the former X"; weaker than a forward verb ("the grass on the left became a road").
+REVERSE_PREPOSITIONS = frozenset("on onto over upon".split())
 FORWARD_WORDS = frozenset("to into become became becoming turned turn converted conversion for leaving now then "
                           "giving".split())
 EXPANSION_VERBS = frozenset("expand expanded expanding spread spreading sprawl sprawled sprawling grow grew grown "

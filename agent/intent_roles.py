@@ -22,7 +22,8 @@ from typing import Any
 from geodelta.agent import intent_concepts as C
 
 VEGETATION = frozenset(("tree", "low_vegetation", "cropland"))
-_FILLER = frozenset("the a an any all some of single more its their our my that this those these".split())
+_FILLER = frozenset("the a an any all some of single more its their our my that this those these xposs".split())
+POSSESSIVE = "xposs"  # the tokeniser's mark for "'s" / "s'" ("the villages' fields": villages only say whose)
 _PHENOMENA = tuple((re.compile(p), r) for p, r in C.PHENOMENA)
 
 
@@ -71,8 +72,19 @@ def scope(tokens: list[str], mentions: list[Any], matched: dict[str, Any]) -> li
     """
     kept: list[Any] = []
     notes: dict[str, str] = {}
-    for m in mentions:
+    for k, m in enumerate(mentions):
         text = " ".join(tokens[m.start:m.end])
+        later = any(o.start >= m.end for o in mentions[k + 1:])
+        if m.end < len(tokens) and tokens[m.end] == POSSESSIVE and later:
+            notes[text] = "owner only (possessive)"
+            continue
+        last = kept[-1] if kept else None
+        if (last is not None and m.role == "to" and text in C.CREATION and set(last.classes) != set(m.classes)
+                and last.role is None and set(tokens[last.end:m.start]) <= C.CREATION_GAP
+                and (text in ("built", "build", "constructed") or later)):
+            kept[-1] = dataclasses.replace(last, role="to")  # "pitches were built (on the fields)": the pitches are new
+            notes[text] = f"says '{' '.join(tokens[last.start:last.end])}' is new"
+            continue
         j, window = _before(tokens, m.start)
         prev_tok = tokens[j - 1] if j > 0 else ""
         after = tokens[m.end] if m.end < len(tokens) else ""
@@ -85,7 +97,6 @@ def scope(tokens: list[str], mentions: list[Any], matched: dict[str, Any]) -> li
                 notes[text] = "absent: not a class of interest"
             continue
         if excl or after in C.EXCLUDE_AFTER:
-            last = kept[-1] if kept else None
             if last is not None and excl and m.start - last.end <= len(excl.split()) + 3 and set(m.classes) < set(last.classes):
                 kept[-1] = dataclasses.replace(last, classes=tuple(c for c in last.classes if c not in m.classes))
                 notes[text] = f"excluded from the mention before ('{excl}')"
