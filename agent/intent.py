@@ -253,13 +253,13 @@ def _connector(tokens: list[str], a: _Mention, b: _Mention) -> str | None:
     return None
 
 
-def _assign_roles(groups: list[_Mention], tokens: list[str], cues: dict[str, int]) -> float:
+def _assign_roles(groups: list[_Mention], tokens: list[str], cues: dict[str, int]) -> dict[str, float]:
     """Give every group a role ('from' before / 'to' after) from connectors, fixed roles and cues.
 
-    Returns the confidence of the roles: 1 when words decided them, lower when only word order or
-    the absence of any cue did.
+    Returns how sure the roles ("roles": which mention is before / after) and the direction are: 1 when
+    words decided them, lower when only word order (0.6) or the absence of any cue (0.5) did.
     """
-    conf = 1.0
+    conf, dir_conf = 1.0, 1.0
     for a, b in zip(groups, groups[1:]):
         if a.role and b.role:
             continue
@@ -288,8 +288,8 @@ def _assign_roles(groups: list[_Mention], tokens: list[str], cues: dict[str, int
         else:  # "what did the farmland become", "how did the forest change"
             g.role = "from"
             if not (cues["generic"] or L.FORWARD_WORDS & after):
-                conf = min(conf, 0.5)
-    return conf
+                dir_conf = 0.5
+    return {"roles": conf, "direction": min(conf, dir_conf)}
 
 
 def _cues(tokens: list[str], used: set[int]) -> dict[str, int]:
@@ -359,7 +359,7 @@ def parse_question(text: str, previous: ChangeQuery | None = None) -> IntentResu
     elif to:
         direction = "appear"
     elif frm:
-        named_loss = cues["disappear"] or any(g.fixed for g in groups) or not cues["generic"]
+        named_loss = (cues["disappear"] or any(g.fixed for g in groups) or not cues["generic"]) and role_conf["direction"] >= ASK_BELOW
         direction = "disappear" if named_loss else "any"
     else:
         direction = "appear" if cues["appear"] > cues["disappear"] else "disappear" if cues["disappear"] else "any"
@@ -407,13 +407,13 @@ def parse_question(text: str, previous: ChangeQuery | None = None) -> IntentResu
     return IntentResult(q, None, confidence, matched, fields)
 
 
-def _field_confidence(groups: list[_Mention], role_conf: float, inherited: bool) -> dict[str, float]:
+def _field_confidence(groups: list[_Mention], role_conf: dict[str, float], inherited: bool) -> dict[str, float]:
     """Confidence per field: the weakest class match on that side, and how surely the roles were given."""
     if inherited:
         return {"from": 1.0, "to": 1.0, "direction": 1.0}
     side = {r: min([g.sim for g in groups if g.role == r] or [1.0]) for r in ("from", "to")}
-    return {"from": round(min(side["from"], role_conf), 2), "to": round(min(side["to"], role_conf), 2),
-            "direction": round(role_conf, 2)}
+    return {"from": round(min(side["from"], role_conf["roles"]), 2), "to": round(min(side["to"], role_conf["roles"]), 2),
+            "direction": round(role_conf["direction"], 2)}
 
 
 def _is_follow_up(tokens: list[str]) -> bool:
