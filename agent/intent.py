@@ -114,7 +114,7 @@ def _known_words() -> tuple[str, ...]:
     """Every word the parser knows, sorted (difflib typo correction is then deterministic)."""
     words = {w for k in _lexicon() for w in k} | L.APPEAR | L.DISAPPEAR | L.GENERIC_CHANGE | L.STOPWORDS
     words |= L.FORWARD_WORDS | L.REVERSE_WORDS | L.EXPANSION_VERBS | set(L.VERTICAL) | set(L.HORIZONTAL)
-    words |= set(L.COMPOUND_SECTORS) | L.CENTRE | L.PART_WORDS | L.OFF_WORLD | L.OFF_TOPIC | C.PLACE_WORDS
+    words |= set(L.COMPOUND_SECTORS) | L.CENTRE | L.PART_WORDS | L.OFF_WORLD | L.OFF_TOPIC | C.PLACE_WORDS | C.PEOPLE_AND_WEATHER
     words |= {"xposs"} | C.LOW_MODIFIERS | C.TALL_MODIFIERS | C.ABSENCE | C.APPEAR_VERBS | C.PLACEMENT_WORDS
     words |= {w for p in (*C.EXCLUDE_PHRASES, *C.LOCATIVE_PHRASES, *C.CLAUSE_PHRASES) for w in p.split()}
     return tuple(sorted(words))
@@ -236,6 +236,8 @@ def _connector(tokens: list[str], a: _Mention, b: _Mention) -> str | None:
     """'forward' (a before, b after), 'reverse' (b before, a after) or None, from the words between."""
     gap = " ".join(tokens[a.end:b.start])
     words = gap.split()
+    if any(p in gap for p in C.PASSIVE_PHRASES):
+        return "forward"
     if any(p in gap for p in L.REVERSE_PHRASES):
         return "reverse"
     if any(p in gap for p in L.FORWARD_PHRASES):

@@ -21,24 +21,28 @@ G = ("tree", "low_vegetation")
 W = ("water", "low_vegetation")
 
 CONCEPT_PHRASES: dict[tuple[str, ...], str] = {
-    ("water",): "watercourse, water course, flooded area, flood water, standing water, storm surge, sea and ocean",
+    ("water",): "watercourse, water course, flooded area, flood water, standing water, storm surge, sea and ocean, "
+    "irrigation pond",
     ("tree",): "hedge, broadleaf, broadleaved, coniferous, deciduous, evergreen, forested, woody, olive, "
     "broad leaved, olive grove, fruit tree, agro forestry, agroforestry, mangrove forest, woody vegetation, "
-    "tall vegetation, tall plant, tree stand, berry plantation",
+    "tall vegetation, tall plant, tree stand, berry plantation, woodlot, tree nursery",
     ("low_vegetation",): "paddock, ranch, cattle, livestock, grazing, verge, pitch, golf, lawn, moss, lichen, "
-    "herbaceous, shrubby, scrubby, bracken, reed, sports pitch, football pitch, playing field, sports field, "
+    "herbaceous, shrubby, scrubby, bracken, reed, weed, racecourse, cricket ground, rugby pitch, recreation ground, "
+    "sports pitch, football pitch, playing field, sports field, "
     "sports ground, golf course, field margin, grass verge, low vegetation, short vegetation, low growing plant, "
     "low plant, short plant, short grass, herbaceous vegetation, herbaceous cover, sclerophyllous vegetation, "
     "natural grassland, grazing land, shrub and scrub, moss and lichen, low growing vegetation",
     ("cropland",): "cultivation, cultivated, farmed, vine, tillage, green field, cultivated land, cultivation pattern, "
-    "permanently irrigated land, annual crop, permanent crop",
+    "permanently irrigated land, annual crop, permanent crop, hop garden, hop field, market garden",
     ("bare_ground",): "bare, bareland, wasteland, brownfield, landfill, dump, spoil, scree, pit, unvegetated, "
     "waste land, dump site, gravel pit, sand pit, sparse vegetation, sparsely vegetated, bare rock, "
     "intertidal flat, tidal flat, mud flat, beaches dunes and sand, mineral extraction, extraction site, mudslide, "
-    "mudflow, rockfall, debris flow",
+    "mudflow, rockfall, debris flow, dust bowl, dust, sandbar, sandbank, gravel bar, shoal, ash",
     ("built_up",): "airfield, airstrip, aerodrome, hangar, marina, port, dock, wharf, pier, terminal, hub, logistics, "
     "depot, camp, tent, track, path, bypass, junction, roundabout, bridge, polytunnel, tower, villa, property, "
-    "school, office, hospital, mall, shop, stadium, fabric, rail, station, solar, cement, "
+    "school, office, hospital, mall, shop, stadium, fabric, rail, station, solar, cement, slum, shanty, favela, roof, "
+    "rooftop, shelter, levee, dyke, dike, embankment, shed, barn, hut, dwelling, homestead, turbine, square, plaza, "
+    "distribution centre, distribution center, wind turbine, solar array, farm building, "
     "retail park, ring road, tower block, urban fabric, commercial unit, rail network, refugee camp, port area, "
     "built area, built up, industrial zone, logistics hub, trading estate",
     V: "green, natural cover",
@@ -48,7 +52,11 @@ CONCEPT_PHRASES: dict[tuple[str, ...], str] = {
 
 # Words that say where, not what: never a class, never sent to the embedding fallback.
 PLACE_WORDS = frozenset("roadside riverside lakeside wayside hillside floodplain riverbank bank banks valley hill hills "
-                        "plain coast coastline coastal shore shoreline inland edge outskirts fringe lane".split())
+                        "plain coast coastline coastal shore shoreline inland edge outskirts fringe lane slope".split())
+# People, weather and events: who or what caused it, never a land-cover class (not sent to the embedding fallback).
+PEOPLE_AND_WEATHER = frozenset("villager resident farmer people owner local community neighbour neighbor family "
+                               "government authority hurricane typhoon cyclone monsoon storm rain rains snowmelt "
+                               "tornado hail earthquake tsunami drought breach breached".split())
 
 # Modifiers that narrow a vegetation mention ("short, low-growing plants"; "tall woody vegetation").
 LOW_MODIFIERS = frozenset("low short herbaceous scrubby shrubby grassy growing lying".split())
@@ -62,6 +70,10 @@ EXCLUDE_PHRASES = ("other than", "apart from", "aside from", "except for", "exce
                    "not interested in", "don t care about", "do not care about", "dont care about",
                    "never mind", "forget", "leave out", "leaving out", "besides", "not")
 # "pitches were built on the fields": a creation verb right after a mention says that mention is new.
+# "X taken over by Y", "overgrown with Y": X before, Y after (checked before any other connector).
+PASSIVE_PHRASES = ("taken over by", "overrun by", "overrun with", "overgrown with", "overgrown by", "invaded by",
+                   "colonised by", "colonized by", "encroached by", "hit by", "damaged by", "struck by", "flooded by",
+                   "drowned by", "engulfed by", "replaced by", "buried by", "covered by", "covered with")
 CREATION = frozenset(("built", "build", "constructed", "built on", "built up"))
 CREATION_GAP = frozenset("been be were was is are get got gets being have has had newly recently just".split())
 # "Leave the buildings aside" / "roads aside": the mention before "aside".
@@ -73,14 +85,14 @@ LOCATIVE_PHRASES = ("along", "alongside", "near", "nearby", "beside", "next to",
 CLAUSE_PHRASES = ("after", "following", "since", "due to", "because of")
 # Verbs that make "in / across / through / among" mean "on former X" ("a road cut across the fields").
 APPEAR_VERBS = frozenset("appear appeared appearing cut built build constructed put popped sprang sprung emerged "
-                         "developed established erected laid opened".split())
+                         "developed established erected laid opened form formed forming".split())
 PLACEMENT_WORDS = frozenset("in across through inside within among amid throughout".split())
 
 # Phenomena that name a transition without naming both classes (regex over lower-cased text -> canonical text).
 PHENOMENA: tuple[tuple[str, str], ...] = (
     # shore / coast / bank retreat or erosion: the water moved onto the land
-    (r"\b(?:shore|shoreline|coast|coastline|coastal|beach(?:es)?|cliffs?|banks?|riverbanks?)\b(?:\s+\w+){0,3}?\s+"
-     r"(?:retreat\w*|reced\w*|erod\w*|erosion|wash\w*\s+away|wore\s+away|worn\s+away|collaps\w*)", " sea advance "),
+    (r"\b(shore|shoreline|coast|coastline|coastal|beach(?:es)?|cliffs?|banks?|riverbanks?|dunes?)\b(?:\s+\w+){0,3}?\s+"
+     r"(?:retreat\w*|reced\w*|erod\w*|erosion|wash\w*\s+away|wore\s+away|worn\s+away|collaps\w*)", r" \1 sea advance "),
     (r"\b(?:coastal|shore|beach|bank|cliff)\s+(?:erosion|retreat|loss)", " sea advance "),
     (r"\berod\w*\s+(?:its|their|the)?\s*(?:banks?|shores?|coast\w*|cliffs?|beach\w*)", " sea advance "),
     (r"\b(?:sea|ocean|water|tide)\b(?:\s+\w+){0,2}?\s+(?:advanc\w*|mov\w*|push\w*|crept|creep\w*|encroach\w*)\s+inland",
@@ -101,4 +113,6 @@ PHENOMENA: tuple[tuple[str, str], ...] = (
     (r"\b(flood\w*|river|sea|water)\s+swamp(?:ed)?\b", r" \1 flooded "),
     (r"\bswamped\b", " flooded "),
     (r"\bstripped?\s+(?:the\s+)?(\w+)\s+bare\b", r" turned \1 to bare "),
+    (r"\bslash\W+and\W+burn\b", " "),  # a farming practice, not a fire to map
+    (r"\b(?:went|go|gone|going)\s+up\s+in\s+(?:smoke|flames)\b", " burned "),
 )

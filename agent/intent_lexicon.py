@@ -52,7 +52,7 @@ for _p in ("built over, built on, built up, paved over, paved, concreted over, c
            "constructed, build, built, new housing").split(", "):
     ROLE_PHRASES[_p] = (("built_up",), "to")
 for _p in ("flood, flooded, flooding, inundated, inundation, waterlogged, submerged, under water, sea advance, "
-           "overflowed, overflowing, inundate").split(", "):
+           "overflowed, overflowing, inundate, drown, drowned, drowning").split(", "):
     ROLE_PHRASES[_p] = (("water",), "to")
 ROLE_PHRASES["water retreat"] = (("water",), "from")  # land won from the sea (intent_concepts.PHENOMENA)
 for _p in ("deforestation, deforested, logging, logged, logger, grubbed, grubbed up, grubbed out, clear cut, clearcut, clear cutting, clearcutting, tree loss, "
@@ -83,7 +83,8 @@ APPEAR = frozenset("new newly appear appeared appearing appearance grow grew gro
                    "more arise arisen rise rose extend extended enlarge enlarged regrow regrew regrown regrowth "
                    "recover recovered advance advanced encroach encroached added created establish established "
                    "planted formed widen widened swell swelled swollen sprung popped lush denser thicker thickened regenerate "
-                   "regenerated regenerating".split())
+                   "regenerated regenerating restored restore restoration refilled refill refilling replenished "
+                   "overgrown infill".split())
 DISAPPEAR = frozenset("disappear disappeared disappearing disappearance lost lose loss losing shrink shrank shrunk "
                       "shrinking shrinkage decline declined decrease decreased reduce reduced reduction vanish "
                       "vanished gone go went removed removal cleared clearing cut felled destroyed destruction "
@@ -106,7 +107,8 @@ FORWARD_PHRASES = ("replaced by", "replaced with", "gave way to", "give way to",
                    "lost to", "turned into", "turned to", "converted to", "converted into", "changed to", "changed into",
                    "buried by", "buried under", "covered by", "covered with", "destroyed by", "swallowed by")
 REVERSE_WORDS = frozenset("cover covered covering swallowed swallow replaced replace invaded invade overtook "
-                          "overtaken engulfed encroached former old formerly previously bury buried buries".split())
+                          "overtaken engulfed encroached former old formerly previously bury buried buries hit hits struck damaged "
+                          "overran overwhelmed".split())
 # Prepositions that mean "on top of the former X"; weaker than a forward verb ("the grass on the left became a road").
 REVERSE_PREPOSITIONS = frozenset("on onto over upon".split())
 FORWARD_WORDS = frozenset("to into become became becoming turned turn converted conversion for leaving now then "
@@ -123,6 +125,9 @@ HORIZONTAL = {"west": "west", "western": "west", "left": "west", "east": "east",
 COMPOUND_SECTORS = {w + s: f"{v}-{h}" for v in ("north", "south") for h in ("west", "east") for w, s in
                     ((v + h, ""), (v + h, "ern"))}
 CENTRE = frozenset("centre center middle central".split())
+# "<word> centre" names a place or building, not the centre of the scene.
+CENTRE_OF_A_PLACE = frozenset("distribution shopping town city garden business community sports leisure visitor data "
+                              "health medical logistics fulfilment fulfillment retail conference civic village".split())
 PART_WORDS = frozenset("half part third quarter edge side corner portion section area bit of region".split())
 WEAK_SECTOR_WORDS = frozenset("top bottom upper lower left right".split())
 
