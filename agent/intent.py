@@ -154,11 +154,25 @@ def _tokenise(text: str, matched: dict[str, Any]) -> list[str]:
         if tok.isalpha() and len(tok) >= 5 and tok not in known and _stem(tok) not in known:
             close = difflib.get_close_matches(tok, _known_words(), n=1, cutoff=TYPO_MIN_RATIO) or \
                 difflib.get_close_matches(_stem(tok), _known_words(), n=1, cutoff=TYPO_MIN_RATIO)
+            close = close or _one_edit(tok) or _one_edit(_stem(tok))
             if close:
                 matched.setdefault("typos", {})[tok] = close[0]
                 tok = close[0]
         out.append(tok)
     return out
+
+
+def _one_edit(word: str) -> list[str]:
+    """A known word that is `word` with two neighbouring letters swapped ("feilds" -> field, "biulding" -> building).
+
+    difflib's ratio misses swaps in short words; substitutions are left to difflib (one substituted letter
+    turns real words into lexicon words: "level" -> levee).
+    """
+    if len(word) < 5:
+        return []
+    known = set(_known_words())
+    swaps = sorted({word[:i] + word[i + 1] + word[i] + word[i + 2:] for i in range(len(word) - 1)} & known)
+    return swaps[:1]
 
 
 @dataclass
@@ -281,7 +295,10 @@ def _assign_roles(groups: list[_Mention], tokens: list[str], cues: dict[str, int
     if len(groups) == 1 and groups[0].role is None:
         g = groups[0]
         before, after = set(tokens[max(0, g.start - 3):g.start]), set(tokens[g.end:g.end + 3])
-        if g.state or cues["appear"] > cues["disappear"]:
+        near = " ".join(tokens[max(0, g.start - 3):g.end + 3])
+        if L.REVERSE_WORDS & (before | after) or any(p in near for p in L.REVERSE_PHRASES):
+            g.role = "from"  # "what replaced the orchards", "where the lake used to be"
+        elif g.state or cues["appear"] > cues["disappear"]:
             g.role = "to"
         elif cues["disappear"]:
             g.role = "from"
@@ -296,7 +313,9 @@ def _assign_roles(groups: list[_Mention], tokens: list[str], cues: dict[str, int
 
 def _cues(tokens: list[str], used: set[int]) -> dict[str, int]:
     text = " ".join(tokens)
-    appear = sum(t in L.APPEAR for i, t in enumerate(tokens) if i not in used) + sum(p in text for p in L.APPEAR_PHRASES)
+    appear = sum(t in L.APPEAR or (t in L.GROWTH_COMPARATIVES and nxt != "than")
+                 for i, (t, nxt) in enumerate(zip(tokens, [*tokens[1:], ""])) if i not in used)
+    appear += sum(p in text for p in L.APPEAR_PHRASES)
     disappear = sum(t in L.DISAPPEAR for i, t in enumerate(tokens) if i not in used)
     if any(p in text for p in L.APPEAR_PHRASES):
         disappear -= sum(t in ("go", "went", "gone") for t in tokens)

@@ -32,7 +32,8 @@ CONCEPT_PHRASES: dict[tuple[str, ...], str] = {
     "sports ground, golf course, field margin, grass verge, low vegetation, short vegetation, low growing plant, "
     "low plant, short plant, short grass, herbaceous vegetation, herbaceous cover, sclerophyllous vegetation, "
     "natural grassland, grazing land, shrub and scrub, moss and lichen, low growing vegetation",
-    ("cropland",): "cultivation, cultivated, farmed, vine, tillage, green field, cultivated land, cultivation pattern, "
+    ("cropland",): "cultivation, cultivated, farmed, vine, tillage, harvest, plough, ploughed, ploughing, plowed, "
+    "plowing, tilled, green field, cultivated land, cultivation pattern, "
     "permanently irrigated land, annual crop, permanent crop, hop garden, hop field, market garden",
     ("bare_ground",): "bare, bareland, wasteland, brownfield, landfill, dump, spoil, scree, pit, unvegetated, "
     "waste land, dump site, gravel pit, sand pit, sparse vegetation, sparsely vegetated, bare rock, "
@@ -46,13 +47,14 @@ CONCEPT_PHRASES: dict[tuple[str, ...], str] = {
     "retail park, ring road, tower block, urban fabric, commercial unit, rail network, refugee camp, port area, "
     "built area, built up, industrial zone, logistics hub, trading estate",
     V: "green, natural cover",
+    ("low_vegetation", "cropland"): "green belt, greenbelt",
     G: "green urban area, natural vegetation",
     W: "flooded vegetation, herbaceous wetland, salt marsh, peat bog, inland marsh, reed bed",
 }
 
 # Words that say where, not what: never a class, never sent to the embedding fallback.
 PLACE_WORDS = frozenset("roadside riverside lakeside wayside hillside floodplain riverbank bank banks valley hill hills "
-                        "plain coast coastline coastal shore shoreline inland edge outskirts fringe lane slope".split())
+                        "plain coast coastline coastal shore shoreline inland edge outskirts fringe lane slope level".split())
 # People, weather and events: who or what caused it, never a land-cover class (not sent to the embedding fallback).
 PEOPLE_AND_WEATHER = frozenset("villager resident farmer people owner local community neighbour neighbor family "
                                "government authority hurricane typhoon cyclone monsoon storm rain rains snowmelt "
@@ -114,5 +116,6 @@ PHENOMENA: tuple[tuple[str, str], ...] = (
     (r"\bswamped\b", " flooded "),
     (r"\bstripped?\s+(?:the\s+)?(\w+)\s+bare\b", r" turned \1 to bare "),
     (r"\bslash\W+and\W+burn\b", " "),  # a farming practice, not a fire to map
+    (r"\b(?:happen\w*|became|become|becomes)\s+(?:to|of)\b", " happened "),  # "what happened to the forest"
     (r"\b(?:went|go|gone|going)\s+up\s+in\s+(?:smoke|flames)\b", " burned "),
 )

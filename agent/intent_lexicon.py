@@ -52,7 +52,7 @@ for _p in ("built over, built on, built up, paved over, paved, concreted over, c
            "constructed, build, built, new housing").split(", "):
     ROLE_PHRASES[_p] = (("built_up",), "to")
 for _p in ("flood, flooded, flooding, inundated, inundation, waterlogged, submerged, under water, sea advance, "
-           "overflowed, overflowing, inundate, drown, drowned, drowning").split(", "):
+           "overflowed, overflowing, inundate, drown, drowned, drowning, submerge").split(", "):
     ROLE_PHRASES[_p] = (("water",), "to")
 ROLE_PHRASES["water retreat"] = (("water",), "from")  # land won from the sea (intent_concepts.PHENOMENA)
 for _p in ("deforestation, deforested, logging, logged, logger, grubbed, grubbed up, grubbed out, clear cut, clearcut, clear cutting, clearcutting, tree loss, "
@@ -70,7 +70,7 @@ FIRE_FROM = G
 TRANSITION_PHRASES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     p: (("cropland",), ("bare_ground", "low_vegetation"))
     for p in "fields left fallow, field left fallow, fallow field, fallow land, left fallow, fallow".split(", ")
-} | {p: (("cropland",), ("bare_ground",)) for p in "harvested, harvest, harvesting, reaped".split(", ")}
+} | {p: (("cropland",), ("bare_ground",)) for p in "harvested, harvesting, reaped".split(", ")}
 
 # Classes outside the vocabulary: ask back, offering the closest reading.
 OUT_OF_VOCABULARY: dict[str, str] = {
@@ -91,7 +91,9 @@ DISAPPEAR = frozenset("disappear disappeared disappearing disappearance lost los
                       "retreat retreated recede receded dried dry drained draining drought demolished demolition "
                       "torn razed abandoned fewer less stripped diminished erode eroded erosion melt melted bulldozed "
                       "flattened wiped knocked washed uprooted levelled leveled dropped drop fell fall falling sank "
-                      "thinned".split())
+                      "thinned die died dying withered wither smaller narrower tinier".split())
+# Growth words that are also size words ("bigger than 2 ha" is read as a size first, so what is left is growth).
+GROWTH_COMPARATIVES = frozenset("bigger larger greater wider".split())
 APPEAR_PHRASES = ("go up", "went up", "gone up", "popped up", "pop up", "sprung up", "sprang up", "put up", "set up",
                   "going up", "springing up", "came up", "grow back", "grew back", "come back", "came back")
 GENERIC_CHANGE = frozenset("change changed changes changing different difference differences happen happened "
@@ -108,7 +110,7 @@ FORWARD_PHRASES = ("replaced by", "replaced with", "gave way to", "give way to",
                    "buried by", "buried under", "covered by", "covered with", "destroyed by", "swallowed by")
 REVERSE_WORDS = frozenset("cover covered covering swallowed swallow replaced replace invaded invade overtook "
                           "overtaken engulfed encroached former old formerly previously bury buried buries hit hits struck damaged "
-                          "overran overwhelmed".split())
+                          "overran overwhelmed scar scars scarred claim claims claimed".split())
 # Prepositions that mean "on top of the former X"; weaker than a forward verb ("the grass on the left became a road").
 REVERSE_PREPOSITIONS = frozenset("on onto over upon".split())
 FORWARD_WORDS = frozenset("to into become became becoming turned turn converted conversion for leaving now then "
