@@ -295,7 +295,7 @@ def _assign_roles(groups: list[_Mention], tokens: list[str], cues: dict[str, int
     if len(groups) == 1 and groups[0].role is None:
         g = groups[0]
         before, after = set(tokens[max(0, g.start - 3):g.start]), set(tokens[g.end:g.end + 3])
-        near = " ".join(tokens[max(0, g.start - 3):g.end + 3])
+        near = " ".join(tokens[max(0, g.start - 5):g.end + 4])
         if L.REVERSE_WORDS & (before | after) or any(p in near for p in L.REVERSE_PHRASES):
             g.role = "from"  # "what replaced the orchards", "where the lake used to be"
         elif g.state or cues["appear"] > cues["disappear"]:

@@ -33,10 +33,10 @@ CONCEPT_PHRASES: dict[tuple[str, ...], str] = {
     "low plant, short plant, short grass, herbaceous vegetation, herbaceous cover, sclerophyllous vegetation, "
     "natural grassland, grazing land, shrub and scrub, moss and lichen, low growing vegetation",
     ("cropland",): "cultivation, cultivated, farmed, vine, tillage, harvest, plough, ploughed, ploughing, plowed, "
-    "plowing, tilled, green field, cultivated land, cultivation pattern, "
+    "plowing, tilled, cover crop, green field, cultivated land, cultivation pattern, "
     "permanently irrigated land, annual crop, permanent crop, hop garden, hop field, market garden",
     ("bare_ground",): "bare, bareland, wasteland, brownfield, landfill, dump, spoil, scree, pit, unvegetated, "
-    "waste land, dump site, gravel pit, sand pit, sparse vegetation, sparsely vegetated, bare rock, "
+    "waste land, dump site, building site, gravel pit, sand pit, sparse vegetation, sparsely vegetated, bare rock, "
     "intertidal flat, tidal flat, mud flat, beaches dunes and sand, mineral extraction, extraction site, mudslide, "
     "mudflow, rockfall, debris flow, dust bowl, dust, sandbar, sandbank, gravel bar, shoal, ash",
     ("built_up",): "airfield, airstrip, aerodrome, hangar, marina, port, dock, wharf, pier, terminal, hub, logistics, "
@@ -75,7 +75,7 @@ EXCLUDE_PHRASES = ("other than", "apart from", "aside from", "except for", "exce
 # "X taken over by Y", "overgrown with Y": X before, Y after (checked before any other connector).
 PASSIVE_PHRASES = ("taken over by", "overrun by", "overrun with", "overgrown with", "overgrown by", "invaded by",
                    "colonised by", "colonized by", "encroached by", "hit by", "damaged by", "struck by", "flooded by",
-                   "drowned by", "engulfed by", "replaced by", "buried by", "covered by", "covered with")
+                   "drowned by", "engulfed by", "replaced by", "buried by", "covered by", "covered with", "covered in")
 CREATION = frozenset(("built", "build", "constructed", "built on", "built up"))
 CREATION_GAP = frozenset("been be were was is are get got gets being have has had newly recently just".split())
 # "Leave the buildings aside" / "roads aside": the mention before "aside".
@@ -116,6 +116,12 @@ PHENOMENA: tuple[tuple[str, str], ...] = (
     (r"\bswamped\b", " flooded "),
     (r"\bstripped?\s+(?:the\s+)?(\w+)\s+bare\b", r" turned \1 to bare "),
     (r"\bslash\W+and\W+burn\b", " "),  # a farming practice, not a fire to map
+    (r"\bflood\s+plains?\b", " floodplain "),  # a place, not a flood
+    (r"\b(?:changes|differences|change|difference)\s+(?:to|in|of|around|near|at)\b", " changes "),
+    # "where the woods were", "where there used to be a lake": what was there before
+    (r"\bwhere\s+there\s+(?:was|were|used\s+to\s+be|had\s+been|once\s+was)\s+(?:an?\s+|some\s+)?", " on former "),
+    (r"\bwhere\s+(?:the\s+)?(?!(?:they|it|we|you|i|there|these|those|he|she)\b)([a-z]+(?:\s[a-z]+)?)\s+(?:were|was|used\s+to\s+be|stood|had\s+been|once\s+stood)\b",
+     r" on former \1 "),
     (r"\b(?:happen\w*|became|become|becomes)\s+(?:to|of)\b", " happened "),  # "what happened to the forest"
     (r"\b(?:went|go|gone|going)\s+up\s+in\s+(?:smoke|flames)\b", " burned "),
 )

@@ -84,14 +84,14 @@ APPEAR = frozenset("new newly appear appeared appearing appearance grow grew gro
                    "recover recovered advance advanced encroach encroached added created establish established "
                    "planted formed widen widened swell swelled swollen sprung popped lush denser thicker thickened regenerate "
                    "regenerated regenerating restored restore restoration refilled refill refilling replenished "
-                   "overgrown infill".split())
+                   "overgrown infill dug dig excavated".split())
 DISAPPEAR = frozenset("disappear disappeared disappearing disappearance lost lose loss losing shrink shrank shrunk "
                       "shrinking shrinkage decline declined decrease decreased reduce reduced reduction vanish "
                       "vanished gone go went removed removal cleared clearing cut felled destroyed destruction "
                       "retreat retreated recede receded dried dry drained draining drought demolished demolition "
                       "torn razed abandoned fewer less stripped diminished erode eroded erosion melt melted bulldozed "
                       "flattened wiped knocked washed uprooted levelled leveled dropped drop fell fall falling sank "
-                      "thinned die died dying withered wither smaller narrower tinier".split())
+                      "thinned die died dying withered wither smaller narrower tinier rip ripped pulled".split())
 # Growth words that are also size words ("bigger than 2 ha" is read as a size first, so what is left is growth).
 GROWTH_COMPARATIVES = frozenset("bigger larger greater wider".split())
 APPEAR_PHRASES = ("go up", "went up", "gone up", "popped up", "pop up", "sprung up", "sprang up", "put up", "set up",

@@ -104,7 +104,7 @@ def scope(tokens: list[str], mentions: list[Any], matched: dict[str, Any]) -> li
                 notes[text] = f"excluded ('{excl or after}')"
             continue
         loc = _ends_with(window, C.LOCATIVE_PHRASES)
-        if loc and (kept or any(o.start > m.start for o in mentions)) and m.role is None:
+        if loc and m.role is None:  # "what changed around the lake": the lake only says where
             notes[text] = f"place only ('{loc}')"
             continue
         clause = _ends_with(window, C.CLAUSE_PHRASES)
