@@ -49,7 +49,7 @@ CLASS_PHRASES: dict[tuple[str, ...], str] = {
 ROLE_PHRASES: dict[str, tuple[tuple[str, ...], str]] = {}
 for _p in ("built over, built on, built up, paved over, paved, concreted over, concreted, developed, development, "
            "urbanisation, urbanization, urbanised, urbanized, urban sprawl, sprawl, sprawled, sprawling, construction, "
-           "constructed, build, built, new housing").split(", "):
+           "constructed, build, built, new housing, redeveloped, redevelopment, redevelop, rebuilt, rebuild").split(", "):
     ROLE_PHRASES[_p] = (("built_up",), "to")
 for _p in ("flood, flooded, flooding, inundated, inundation, waterlogged, submerged, under water, sea advance, "
            "overflowed, overflowing, inundate, drown, drowned, drowning, submerge").split(", "):
