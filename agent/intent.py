@@ -133,6 +133,7 @@ def warm_up() -> None:
     _embedding_table()
     _known_set()
     _by_first_letter()
+    parse_question("where did farmland get built over in the north, at least 1 ha?")  # first-call costs (regexes, pydantic)
 
 
 def _nearest(word: str) -> tuple[tuple[str, ...] | None, float]:

@@ -121,9 +121,11 @@ def bench_intent(path: Path | None = None, split: str | None = None) -> dict[str
     per_set: dict[str, list[dict[str, Any]]] = {}
     errors = []
     times = []
+    slowest = (0.0, "")
     for r in rows:
         s = score(r)
         times.append(s["ms"])
+        slowest = max(slowest, (s["ms"], r["id"]))
         per.setdefault(r["split"], []).append(s)
         per_set.setdefault(f"{r['set']}/{r['split']}", []).append(s)
         if not all(s["fields"].values()):
@@ -135,7 +137,7 @@ def bench_intent(path: Path | None = None, split: str | None = None) -> dict[str
     sets = {name: _stats(per_set[name]) for name in sorted(per_set, key=lambda n: (n.split("/")[0] != "core", n.split("/")[0], order.get(n.split("/")[1], 9)))}
     warm = sorted(times)  # model loaded, per-word caches filling as they go (each question seen once)
     ms = {"load": load_ms, "median": warm[len(warm) // 2] if warm else 0.0, "mean": sum(warm) / max(len(warm), 1),
-          "p95": warm[int(0.95 * (len(warm) - 1))] if warm else 0.0, "max": warm[-1] if warm else 0.0}
+          "p95": warm[int(0.95 * (len(warm) - 1))] if warm else 0.0, "max": warm[-1] if warm else 0.0, "slowest": slowest[1]}
     return {"splits": splits, "sets": sets, "errors": errors, "ms": ms}
 
 
@@ -161,7 +163,7 @@ def run(split: str = "all", path: Path | None = None, show_errors: bool = False)
     console.print(t)
     ms = result["ms"]
     console.print(f"ms/question warm (model loaded, each question once): median {ms['median']:.2f}, mean {ms['mean']:.2f}, "
-                  f"p95 {ms['p95']:.2f}, max {ms['max']:.2f}; loading wordllama and the tables: {ms['load']:.0f} ms")
+                  f"p95 {ms['p95']:.2f}, max {ms['max']:.2f} ({ms['slowest']}); loading wordllama and the tables: {ms['load']:.0f} ms")
     if show_errors:
         for e in result["errors"]:
             console.print(f"[bold]{e['id']}[/] {e['question']!r} {'ASKED' if e['asked'] else 'wrong=' + str(e['wrong'])}\n"
