@@ -86,7 +86,7 @@ def _sector(words: list[str]) -> tuple[str | None, str | None]:
         elif w in L.HORIZONTAL and prev not in L.VERTICAL:
             if w not in L.WEAK_SECTOR_WORDS or nxt is None or nxt in L.PART_WORDS or prev in ("the", "far"):
                 found.append(L.HORIZONTAL[w])
-        elif w in L.CENTRE and prev not in L.CENTRE_OF_A_PLACE:  # "distribution centre" is a building
+        elif w in L.CENTRE and prev not in L.CENTRE_OF_A_PLACE and nxt not in L.CENTRE_OF_A_THING:  # "distribution centre"
             found.append("centre")
     if len(set(found)) > 1:
         note = f"several areas named ({', '.join(dict.fromkeys(found))}); using the first, {found[0]}"

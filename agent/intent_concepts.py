@@ -26,24 +26,26 @@ CONCEPT_PHRASES: dict[tuple[str, ...], str] = {
     ("tree",): "hedge, broadleaf, broadleaved, coniferous, deciduous, evergreen, forested, woody, olive, "
     "broad leaved, olive grove, fruit tree, agro forestry, agroforestry, mangrove forest, woody vegetation, "
     "tall vegetation, tall plant, tree stand, berry plantation, woodlot, tree nursery",
-    ("low_vegetation",): "paddock, ranch, cattle, livestock, grazing, verge, pitch, golf, lawn, moss, lichen, "
+    ("low_vegetation",): "paddock, ranch, cattle, livestock, grazing, verge, tundra, common land, pitch, golf, lawn, moss, lichen, "
     "herbaceous, shrubby, scrubby, bracken, reed, weed, racecourse, cricket ground, rugby pitch, recreation ground, "
     "sports pitch, football pitch, playing field, sports field, "
     "sports ground, golf course, field margin, grass verge, low vegetation, short vegetation, low growing plant, "
     "low plant, short plant, short grass, herbaceous vegetation, herbaceous cover, sclerophyllous vegetation, "
     "natural grassland, grazing land, shrub and scrub, moss and lichen, low growing vegetation",
     ("cropland",): "cultivation, cultivated, farmed, vine, tillage, harvest, plough, ploughed, ploughing, plowed, "
-    "plowing, tilled, cover crop, green field, cultivated land, cultivation pattern, "
+    "plowing, tilled, cover crop, irrigation, irrigated, terrace, allotment, centre pivot, center pivot, green field, cultivated land, cultivation pattern, "
     "permanently irrigated land, annual crop, permanent crop, hop garden, hop field, market garden",
     ("bare_ground",): "bare, bareland, wasteland, brownfield, landfill, dump, spoil, scree, pit, unvegetated, "
     "waste land, dump site, building site, gravel pit, sand pit, sparse vegetation, sparsely vegetated, bare rock, "
     "intertidal flat, tidal flat, mud flat, beaches dunes and sand, mineral extraction, extraction site, mudslide, "
-    "mudflow, rockfall, debris flow, dust bowl, dust, sandbar, sandbank, gravel bar, shoal, ash",
+    "mudflow, rockfall, debris flow, dust bowl, dust, sandbar, sandbank, gravel bar, shoal, ash, salt pan, saltpan, "
+    "salina, topsoil",
     ("built_up",): "airfield, airstrip, aerodrome, hangar, marina, port, dock, wharf, pier, terminal, hub, logistics, "
     "depot, camp, tent, track, path, bypass, junction, roundabout, bridge, polytunnel, tower, villa, property, "
     "school, office, hospital, mall, shop, stadium, fabric, rail, station, solar, cement, slum, shanty, favela, roof, "
     "rooftop, shelter, levee, dyke, dike, embankment, shed, barn, hut, dwelling, homestead, turbine, square, plaza, "
-    "distribution centre, distribution center, wind turbine, solar array, farm building, "
+    "distribution centre, distribution center, wind turbine, solar array, farm building, impervious, sealed, "
+    "impervious surface, sealed surface, paved surface, artificial surface, peri urban, cycle path, bike lane, "
     "retail park, ring road, tower block, urban fabric, commercial unit, rail network, refugee camp, port area, "
     "built area, built up, industrial zone, logistics hub, trading estate",
     V: "green, natural cover",
@@ -54,7 +56,7 @@ CONCEPT_PHRASES: dict[tuple[str, ...], str] = {
 
 # Words that say where, not what: never a class, never sent to the embedding fallback.
 PLACE_WORDS = frozenset("roadside riverside lakeside wayside hillside floodplain riverbank bank banks valley hill hills "
-                        "plain coast coastline coastal shore shoreline inland edge outskirts fringe lane slope level".split())
+                        "plain coast coastline coastal shore shoreline inland edge outskirts fringe lane slope level landscape".split())
 # People, weather and events: who or what caused it, never a land-cover class (not sent to the embedding fallback).
 PEOPLE_AND_WEATHER = frozenset("villager resident farmer people owner local community neighbour neighbor family "
                                "government authority hurricane typhoon cyclone monsoon storm rain rains snowmelt "
@@ -117,6 +119,7 @@ PHENOMENA: tuple[tuple[str, str], ...] = (
     (r"\bstripped?\s+(?:the\s+)?(\w+)\s+bare\b", r" turned \1 to bare "),
     (r"\bslash\W+and\W+burn\b", " "),  # a farming practice, not a fire to map
     (r"\bflood\s+plains?\b", " floodplain "),  # a place, not a flood
+    (r"\b(?:grown|grew|grow|growing)\s+over\b", " overgrown with weeds "),  # "ponds silted up and grown over"
     (r"\b(?:changes|differences|change|difference)\s+(?:to|in|of|around|near|at)\b", " changes "),
     # "where the woods were", "where there used to be a lake": what was there before
     (r"\bwhere\s+there\s+(?:was|were|used\s+to\s+be|had\s+been|once\s+was)\s+(?:an?\s+|some\s+)?", " on former "),

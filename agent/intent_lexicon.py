@@ -49,7 +49,7 @@ CLASS_PHRASES: dict[tuple[str, ...], str] = {
 ROLE_PHRASES: dict[str, tuple[tuple[str, ...], str]] = {}
 for _p in ("built over, built on, built up, paved over, paved, concreted over, concreted, developed, development, "
            "urbanisation, urbanization, urbanised, urbanized, urban sprawl, sprawl, sprawled, sprawling, construction, "
-           "constructed, build, built, new housing, redeveloped, redevelopment, redevelop, rebuilt, rebuild").split(", "):
+           "constructed, build, built, new housing, land take, soil sealing, sealing, redeveloped, redevelopment, redevelop, rebuilt, rebuild").split(", "):
     ROLE_PHRASES[_p] = (("built_up",), "to")
 for _p in ("flood, flooded, flooding, inundated, inundation, waterlogged, submerged, under water, sea advance, "
            "overflowed, overflowing, inundate, drown, drowned, drowning, submerge").split(", "):
@@ -62,6 +62,10 @@ for _p in "reforestation, afforestation, reforested, afforested, tree planting, 
     ROLE_PHRASES[_p] = (("tree",), "to")
 for _p in "vegetated, revegetated, greener, greening, greened".split(", "):
     ROLE_PHRASES[_p] = (V, "to")
+for _p in "desertification, desertified, browning, browned, land degradation".split(", "):
+    ROLE_PHRASES[_p] = (("bare_ground",), "to")
+for _p in "wetter, waterlogging, ponding".split(", "):
+    ROLE_PHRASES[_p] = (("water",), "to")
 # fire: burnt ground reads as bare ground; the "from" side defaults to tree + low_vegetation.
 FIRE_PHRASES = ("burn, burned, burnt, burning, fire, wildfire, bushfire, forest fire, burn scar, fire scar, "
                 "scorched, charred, blaze, burnt area, burned area").split(", ")
@@ -91,10 +95,11 @@ DISAPPEAR = frozenset("disappear disappeared disappearing disappearance lost los
                       "retreat retreated recede receded dried dry drained draining drought demolished demolition "
                       "torn razed abandoned fewer less stripped diminished erode eroded erosion melt melted bulldozed "
                       "flattened wiped knocked washed uprooted levelled leveled dropped drop fell fall falling sank "
-                      "thinned die died dying withered wither smaller narrower tinier rip ripped pulled".split())
+                      "thinned die died dying withered wither smaller narrower tinier rip ripped pulled wipe abandonment abandon degradation degraded silted silt silting "
+                      "consumed".split())
 # Growth words that are also size words ("bigger than 2 ha" is read as a size first, so what is left is growth).
 GROWTH_COMPARATIVES = frozenset("bigger larger greater wider".split())
-APPEAR_PHRASES = ("go up", "went up", "gone up", "popped up", "pop up", "sprung up", "sprang up", "put up", "set up",
+APPEAR_PHRASES = ("go in", "went in", "gone in", "put in", "going in", "go up", "went up", "gone up", "popped up", "pop up", "sprung up", "sprang up", "put up", "set up",
                   "going up", "springing up", "came up", "grow back", "grew back", "come back", "came back")
 GENERIC_CHANGE = frozenset("change changed changes changing different difference differences happen happened "
                            "happening altered alteration transformed transformation modified anything doing".split())
@@ -104,20 +109,23 @@ OFF_TOPIC = frozenset("poem joke story song recipe weather forecast translate es
 # Connectors between two class mentions. forward: first -> second; reverse: second -> first.
 REVERSE_PHRASES = ("at the expense of", "instead of", "in place of", "used to be", "took over", "take over",
                    "taken over", "eat into", "ate into", "eaten into", "cleared from", "carved out of", "carved from",
-                   "cut out of", "won from", "taken from", "reclaimed from", "cleared out of")
+                   "cut out of", "won from", "taken from", "reclaimed from", "cleared out of",
+                   "clear the", "clears the", "cleared the", "cleared away the")  # "farmers cleared the forest"
 FORWARD_PHRASES = ("replaced by", "replaced with", "gave way to", "give way to", "made way for", "make way for",
                    "lost to", "turned into", "turned to", "converted to", "converted into", "changed to", "changed into",
-                   "buried by", "buried under", "covered by", "covered with", "destroyed by", "swallowed by")
+                   "buried by", "buried under", "covered by", "covered with", "destroyed by", "swallowed by",
+                   "given over to", "handed over to", "given up to", "made into")
 REVERSE_WORDS = frozenset("cover covered covering swallowed swallow replaced replace invaded invade overtook "
                           "overtaken engulfed encroached former old formerly previously bury buried buries hit hits struck damaged "
-                          "overran overwhelmed scar scars scarred claim claims claimed".split())
+                          "overran overwhelmed scar scars scarred claim claims claimed consume consumed consumes "
+                          "consuming devour devoured".split())
 # Prepositions that mean "on top of the former X"; weaker than a forward verb ("the grass on the left became a road").
 REVERSE_PREPOSITIONS = frozenset("on onto over upon".split())
 FORWARD_WORDS = frozenset("to into become became becoming turned turn converted conversion for leaving now then "
                           "giving".split())
 EXPANSION_VERBS = frozenset("expand expanded expanding spread spreading sprawl sprawled sprawling grow grew grown "
                             "advance advanced encroach encroached eat ate creep crept push pushed move moved extend "
-                            "extended invade invaded rise rose risen rising".split())
+                            "extended invade invaded rise rose risen rising expansion".split())
 CONJUNCTIONS = frozenset("and or nor plus & , as well the a an some other new".split())
 
 # Area words (sectors of the scene frame, north up).
@@ -130,6 +138,7 @@ CENTRE = frozenset("centre center middle central".split())
 # "<word> centre" names a place or building, not the centre of the scene.
 CENTRE_OF_A_PLACE = frozenset("distribution shopping town city garden business community sports leisure visitor data "
                               "health medical logistics fulfilment fulfillment retail conference civic village".split())
+CENTRE_OF_A_THING = frozenset("pivot pivots line lines point".split())  # "centre-pivot irrigation", "centre line"
 PART_WORDS = frozenset("half part third quarter edge side corner portion section area bit of region".split())
 WEAK_SECTOR_WORDS = frozenset("top bottom upper lower left right".split())
 
