@@ -389,7 +389,7 @@ def parse_question(text: str, previous: ChangeQuery | None = None) -> IntentResu
         matched["area"] = area.note
     if min_area is not None:
         matched["min_area"] = min_area[1]
-    tokens = _tokenise(rewrite_phenomena(rest, matched), matched)
+    tokens = _tokenise(rewrite_phenomena(_split_mixes(rest), matched), matched)
     if L.OFF_TOPIC & set(tokens):
         return IntentResult(None, "I only answer questions about how the land changed between two images, e.g. "
                             "'where did farmland get built over?'. What change should I look for?", 0.1, matched)
@@ -464,6 +464,16 @@ def _field_confidence(groups: list[_Mention], role_conf: dict[str, float], inher
     side = {r: min([g.sim for g in groups if g.role == r] or [1.0]) for r in ("from", "to")}
     return {"from": round(min(side["from"], role_conf["roles"]), 2), "to": round(min(side["to"], role_conf["roles"]), 2),
             "direction": round(role_conf["direction"], 2)}
+
+
+def _split_mixes(text: str) -> str:
+    """"woodland-shrub", "tree-grass": two class words joined by a hyphen name a mix of both ("and")."""
+    def mix(m: re.Match[str]) -> str:
+        a, b = (_lexicon().get(_key([w])) for w in m.groups())
+        both = a is not None and b is not None and a.kind == b.kind == "class" and a.classes != b.classes
+        return f"{m.group(1)} and {m.group(2)}" if both else m.group(0)
+
+    return re.sub(r"\b([a-z]+)-([a-z]+)\b", mix, text)
 
 
 def _is_follow_up(tokens: list[str]) -> bool:

@@ -26,14 +26,14 @@ CONCEPT_PHRASES: dict[tuple[str, ...], str] = {
     ("tree",): "hedge, broadleaf, broadleaved, coniferous, deciduous, evergreen, forested, woody, olive, "
     "broad leaved, olive grove, fruit tree, agro forestry, agroforestry, mangrove forest, woody vegetation, "
     "tall vegetation, tall plant, tree stand, berry plantation, woodlot, tree nursery",
-    ("low_vegetation",): "paddock, ranch, cattle, livestock, grazing, verge, tundra, common land, pitch, golf, lawn, moss, lichen, "
+    ("low_vegetation",): "paddock, ranch, cattle, livestock, grazing, verge, tundra, common land, heather, hay, "
+    "pasture hay, grassland herbaceous, shrub scrub, open shrubland, closed shrubland, savanna, pitch, golf, lawn, moss, lichen, "
     "herbaceous, shrubby, scrubby, bracken, reed, weed, racecourse, cricket ground, rugby pitch, recreation ground, "
     "sports pitch, football pitch, playing field, sports field, "
     "sports ground, golf course, field margin, grass verge, low vegetation, short vegetation, low growing plant, "
     "low plant, short plant, short grass, herbaceous vegetation, herbaceous cover, sclerophyllous vegetation, "
     "natural grassland, grazing land, shrub and scrub, moss and lichen, low growing vegetation",
-    ("cropland",): "cultivation, cultivated, farmed, vine, tillage, harvest, plough, ploughed, ploughing, plowed, "
-    "plowing, tilled, cover crop, irrigation, irrigated, terrace, allotment, centre pivot, center pivot, green field, cultivated land, cultivation pattern, "
+    ("cropland",): "cultivation, cultivated, farmed, vine, tillage, harvest, cover crop, irrigation, irrigated, terrace, allotment, centre pivot, center pivot, green field, cultivated land, cultivation pattern, "
     "permanently irrigated land, annual crop, permanent crop, hop garden, hop field, market garden",
     ("bare_ground",): "bare, bareland, wasteland, brownfield, landfill, dump, spoil, scree, pit, unvegetated, "
     "waste land, dump site, building site, gravel pit, sand pit, sparse vegetation, sparsely vegetated, bare rock, "
@@ -43,7 +43,7 @@ CONCEPT_PHRASES: dict[tuple[str, ...], str] = {
     ("built_up",): "airfield, airstrip, aerodrome, hangar, marina, port, dock, wharf, pier, terminal, hub, logistics, "
     "depot, camp, tent, track, path, bypass, junction, roundabout, bridge, polytunnel, tower, villa, property, "
     "school, office, hospital, mall, shop, stadium, fabric, rail, station, solar, cement, slum, shanty, favela, roof, "
-    "rooftop, shelter, levee, dyke, dike, embankment, shed, barn, hut, dwelling, homestead, turbine, square, plaza, "
+    "rooftop, shelter, mill, wall, sea wall, seawall, breakwater, groyne, jetty, levee, dyke, dike, embankment, shed, barn, hut, dwelling, homestead, turbine, square, plaza, "
     "distribution centre, distribution center, wind turbine, solar array, farm building, impervious, sealed, "
     "impervious surface, sealed surface, paved surface, artificial surface, peri urban, cycle path, bike lane, "
     "retail park, ring road, tower block, urban fabric, commercial unit, rail network, refugee camp, port area, "
@@ -51,7 +51,9 @@ CONCEPT_PHRASES: dict[tuple[str, ...], str] = {
     V: "green, natural cover",
     ("low_vegetation", "cropland"): "green belt, greenbelt",
     G: "green urban area, natural vegetation",
-    W: "flooded vegetation, herbaceous wetland, salt marsh, peat bog, inland marsh, reed bed",
+    W: "flooded vegetation, herbaceous wetland, salt marsh, peat bog, inland marsh, reed bed, woody wetland, "
+    "emergent herbaceous wetland, permanent wetland",
+    G: "woody savanna, natural vegetation mosaic",
 }
 
 # Words that say where, not what: never a class, never sent to the embedding fallback.
@@ -80,6 +82,8 @@ PASSIVE_PHRASES = ("taken over by", "overrun by", "overrun with", "overgrown wit
                    "drowned by", "engulfed by", "replaced by", "buried by", "covered by", "covered with", "covered in")
 CREATION = frozenset(("built", "build", "constructed", "built on", "built up"))
 CREATION_GAP = frozenset("been be were was is are get got gets being have has had newly recently just".split())
+# What an excluded mention takes away: "vegetation but not farmland" keeps grass (farmland's pasture is grass too).
+EXCLUDED_AS = {("cropland", "low_vegetation"): ("cropland",)}
 # "Leave the buildings aside" / "roads aside": the mention before "aside".
 EXCLUDE_AFTER = ("aside",)
 # The mention after these only says where ("houses along the road", "pits near the river").
@@ -120,6 +124,9 @@ PHENOMENA: tuple[tuple[str, str], ...] = (
     (r"\bslash\W+and\W+burn\b", " "),  # a farming practice, not a fire to map
     (r"\bflood\s+plains?\b", " floodplain "),  # a place, not a flood
     (r"\b(?:grown|grew|grow|growing)\s+over\b", " overgrown with weeds "),  # "ponds silted up and grown over"
+    (r"\b(?:filled|fill|filling)\s+in\b", " removed "),  # "the canal was filled in"
+    (r"\b(?:filled|fill|fills|filling)\s+up\b", " grew "),  # "the new lake filled up"
+    (r"\b(?:slopes?|hillsides?|hills?|mountainsides?)\s+(?:collaps\w*|gave\s+way|slid|slump\w*)", " landslide "),
     (r"\b(?:changes|differences|change|difference)\s+(?:to|in|of|around|near|at)\b", " changes "),
     # "where the woods were", "where there used to be a lake": what was there before
     (r"\bwhere\s+there\s+(?:was|were|used\s+to\s+be|had\s+been|once\s+was)\s+(?:an?\s+|some\s+)?", " on former "),

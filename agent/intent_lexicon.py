@@ -49,12 +49,14 @@ CLASS_PHRASES: dict[tuple[str, ...], str] = {
 ROLE_PHRASES: dict[str, tuple[tuple[str, ...], str]] = {}
 for _p in ("built over, built on, built up, paved over, paved, concreted over, concreted, developed, development, "
            "urbanisation, urbanization, urbanised, urbanized, urban sprawl, sprawl, sprawled, sprawling, construction, "
-           "constructed, build, built, new housing, land take, soil sealing, sealing, redeveloped, redevelopment, redevelop, rebuilt, rebuild").split(", "):
+           "constructed, build, built, new housing, culverted, culvert, piped, land take, soil sealing, sealing, redeveloped, redevelopment, redevelop, rebuilt, rebuild").split(", "):
     ROLE_PHRASES[_p] = (("built_up",), "to")
 for _p in ("flood, flooded, flooding, inundated, inundation, waterlogged, submerged, under water, sea advance, "
            "overflowed, overflowing, inundate, drown, drowned, drowning, submerge").split(", "):
     ROLE_PHRASES[_p] = (("water",), "to")
 ROLE_PHRASES["water retreat"] = (("water",), "from")  # land won from the sea (intent_concepts.PHENOMENA)
+for _p in "plough, ploughed, ploughing, plowed, plowing, tilled, ploughed up, plough up, plowed up".split(", "):
+    ROLE_PHRASES[_p] = (("cropland",), "to")
 for _p in ("deforestation, deforested, logging, logged, logger, grubbed, grubbed up, grubbed out, clear cut, clearcut, clear cutting, clearcutting, tree loss, "
            "forest loss").split(", "):
     ROLE_PHRASES[_p] = (("tree",), "from")
@@ -88,14 +90,14 @@ APPEAR = frozenset("new newly appear appeared appearing appearance grow grew gro
                    "recover recovered advance advanced encroach encroached added created establish established "
                    "planted formed widen widened swell swelled swollen sprung popped lush denser thicker thickened regenerate "
                    "regenerated regenerating restored restore restoration refilled refill refilling replenished "
-                   "overgrown infill dug dig excavated".split())
+                   "overgrown infill dug dig excavated replanted replanting".split())
 DISAPPEAR = frozenset("disappear disappeared disappearing disappearance lost lose loss losing shrink shrank shrunk "
                       "shrinking shrinkage decline declined decrease decreased reduce reduced reduction vanish "
                       "vanished gone go went removed removal cleared clearing cut felled destroyed destruction "
                       "retreat retreated recede receded dried dry drained draining drought demolished demolition "
                       "torn razed abandoned fewer less stripped diminished erode eroded erosion melt melted bulldozed "
                       "flattened wiped knocked washed uprooted levelled leveled dropped drop fell fall falling sank "
-                      "thinned die died dying withered wither smaller narrower tinier rip ripped pulled wipe abandonment abandon degradation degraded silted silt silting "
+                      "thinned die died dying withered wither smaller narrower tinier rip ripped pulled wipe knock thin abandonment abandon degradation degraded silted silt silting "
                       "consumed".split())
 # Growth words that are also size words ("bigger than 2 ha" is read as a size first, so what is left is growth).
 GROWTH_COMPARATIVES = frozenset("bigger larger greater wider".split())
@@ -114,7 +116,8 @@ REVERSE_PHRASES = ("at the expense of", "instead of", "in place of", "used to be
 FORWARD_PHRASES = ("replaced by", "replaced with", "gave way to", "give way to", "made way for", "make way for",
                    "lost to", "turned into", "turned to", "converted to", "converted into", "changed to", "changed into",
                    "buried by", "buried under", "covered by", "covered with", "destroyed by", "swallowed by",
-                   "given over to", "handed over to", "given up to", "made into")
+                   "given over to", "handed over to", "given up to", "made into", "receded from", "recede from",
+                   "retreated from", "withdrew from", "drained from", "drained off")
 REVERSE_WORDS = frozenset("cover covered covering swallowed swallow replaced replace invaded invade overtook "
                           "overtaken engulfed encroached former old formerly previously bury buried buries hit hits struck damaged "
                           "overran overwhelmed scar scars scarred claim claims claimed consume consumed consumes "

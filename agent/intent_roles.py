@@ -97,8 +97,9 @@ def scope(tokens: list[str], mentions: list[Any], matched: dict[str, Any]) -> li
                 notes[text] = "absent: not a class of interest"
             continue
         if excl or after in C.EXCLUDE_AFTER:
-            if last is not None and excl and m.start - last.end <= len(excl.split()) + 3 and set(m.classes) < set(last.classes):
-                kept[-1] = dataclasses.replace(last, classes=tuple(c for c in last.classes if c not in m.classes))
+            out = C.EXCLUDED_AS.get(tuple(sorted(m.classes)), m.classes)
+            if last is not None and excl and m.start - last.end <= len(excl.split()) + 3 and set(out) < set(last.classes):
+                kept[-1] = dataclasses.replace(last, classes=tuple(c for c in last.classes if c not in out))
                 notes[text] = f"excluded from the mention before ('{excl}')"
             else:
                 notes[text] = f"excluded ('{excl or after}')"
@@ -116,9 +117,25 @@ def scope(tokens: list[str], mentions: list[Any], matched: dict[str, Any]) -> li
             notes[text] = f"narrowed to {narrowed[0]}"
             m = dataclasses.replace(m, classes=narrowed)
         kept.append(m)
+    kept = _compound_heads(tokens, kept, notes)
     if notes:
         matched["scope"] = notes
     return kept
+
+
+def _compound_heads(tokens: list[str], mentions: list[Any], notes: dict[str, str]) -> list[Any]:
+    """"village pond", "woody wetlands": two plain class words side by side are one noun; the last is its head."""
+    out: list[Any] = []
+    for m in mentions:
+        last = out[-1] if out else None
+        if (last is not None and last.end == m.start and last.role is None and m.role is None and not last.state
+                and not tokens[m.end - 1].endswith(("ed", "ing"))
+                and not getattr(last, "fire", False) and not getattr(m, "fire", False) and set(last.classes) != set(m.classes)):
+            notes[" ".join(tokens[last.start:last.end])] = f"modifier of '{' '.join(tokens[m.start:m.end])}'"
+            out[-1] = m
+            continue
+        out.append(m)
+    return out
 
 
 def placement_reverse(gap_words: list[str]) -> bool:

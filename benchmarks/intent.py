@@ -102,7 +102,7 @@ def _stats(scores: list[dict[str, Any]]) -> dict[str, Any]:
         stats[f] = sum(s["fields"][f] for s in scores) / n
     stats["all"] = sum(all(s["fields"].values()) for s in scores) / n
     stats["asked"] = sum(s["asked"] for s in scores) / n
-    stats["wrong"] = 1.0 - stats["all"] - stats["asked"]
+    stats["wrong"] = max(0.0, 1.0 - stats["all"] - stats["asked"])
     return stats
 
 
