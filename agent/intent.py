@@ -1,40 +1,32 @@
 """Question -> `ChangeQuery` without an LLM: a lexicon plus wordllama word-embedding similarity.
 
 `parse_question(text, previous)` reads a vague question ("where did farmland get built over?") into
-the explicit change-of-interest (ReasonCD's first stage) and says why (`matched`, `rationale`).
-Deterministic: no randomness, the same text always gives the same result. Offline: wordllama's
-16 MB weights and tokenizer ship inside its wheel and are loaded from the package folder.
+the explicit change-of-interest (ReasonCD's first stage) and says why (`matched`, `rationale`), with
+a confidence per field; a field it is unsure of is asked back (`clarify`), the reading offered as the
+guess. Steps: area and size (intent_areas), phenomena rewritten to canonical words and class mentions
+found (intent_roles, intent_vocab), scope (negation, exclusion, place and clause words), then from / to
+roles from connectors and cues. Deterministic: the same text always gives the same result. Offline:
+wordllama's weights and tokenizer ship inside its wheel (intent_vocab).
 """
 
 from __future__ import annotations
 
-import difflib
-import functools
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from geodelta.agent import intent_concepts as C
 from geodelta.agent import intent_lexicon as L
-from geodelta.agent.intent_roles import placement_reverse, rewrite_phenomena, scope
+from geodelta.agent import intent_vocab as V
 from geodelta.agent.intent_areas import AreaReading, read_area, read_min_area
+from geodelta.agent.intent_roles import placement_reverse, rewrite_phenomena, scope
+from geodelta.agent.intent_vocab import load_wordllama
 from geodelta.contracts import VOCABULARY, ChangeQuery
 
-# Cosine similarity (wordllama l2_supercat, 256-d) above which an unknown word is read as the nearest
-# lexicon phrase; 0.5 keeps plural/derived forms ("woodlands" 0.87, "urbanization" 0.84) and rejects
-# function words (< 0.35) on the tune split. Typos go through difflib first (ratio >= 0.84).
-EMBED_MIN_SIM = 0.5
-# Between 0.5 and 0.8 similarity is as often a false friend ("harvested" -> harbor 0.58, "logistics" ->
-# logging 0.57, "inland" -> heathland 0.68) as a derived form; below EMBED_SURE_SIM a match must also share
-# a stem of EMBED_MIN_PREFIX letters ("loggers" -> logging, "villas" -> village, "farmed" -> farming).
-EMBED_SURE_SIM = 0.8
-EMBED_MIN_PREFIX = 4
+__all__ = ["ASK_BELOW", "IntentResult", "load_wordllama", "parse_question", "warm_up"]
+
 # A field whose confidence is below this is asked back (the reading is offered as the guess).
 ASK_BELOW = 0.55
-TYPO_MIN_RATIO = 0.84
 
 
 @dataclass(frozen=True)
@@ -48,160 +40,12 @@ class IntentResult:
     field_confidence: dict[str, float] = field(default_factory=dict)  # "from", "to", "direction" -> 0..1
 
 
-@functools.cache
-def load_wordllama():
-    """wordllama's bundled model, loaded from the installed package folder (no network, once per process).
-
-    `WordLlama.load(disable_download=True)` alone looks for the tokenizer in the wrong folder; passing the
-    package folder as `cache_dir` resolves both the weights and the tokenizer config from the wheel.
-    """
-    import wordllama
-    from wordllama import WordLlama
-
-    return WordLlama.load(cache_dir=Path(wordllama.__file__).parent, disable_download=True)
-
-
-def _stem(word: str) -> str:
-    """Light plural stemming so "lakes", "marshes", "paddies" hit the lexicon."""
-    if len(word) > 4 and word.endswith("ies"):
-        return word[:-3] + "y"
-    if len(word) > 4 and word.endswith(("ches", "shes", "sses", "xes")):
-        return word[:-2]
-    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
-        return word[:-1]
-    return word
-
-
-def _key(words: list[str] | tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(_stem(w) for w in words)
-
-
-@dataclass(frozen=True)
-class _Entry:
-    kind: str  # "class" | "role" | "fire" | "transition" | "oov" | "appear_phrase"
-    classes: tuple[str, ...] = ()
-    role: str | None = None
-    to: tuple[str, ...] = ()
-    label: str = ""
-
-
-@functools.cache
-def _lexicon() -> dict[tuple[str, ...], _Entry]:
-    """Stemmed phrase -> entry; role-bearing phrases win over plain class phrases."""
-    lex: dict[tuple[str, ...], _Entry] = {}
-    for classes, text in L.CLASS_PHRASES.items():
-        singles, *multi = text.split(",")  # "w1 w2 ..., phrase one, phrase two"
-        for p in [[w] for w in singles.split()] + [m.split() for m in multi]:
-            lex[_key(p)] = _Entry("class", tuple(classes))
-    for classes, text in C.CONCEPT_PHRASES.items():  # the broader concept lexicon never overrides the core one
-        for p in (t.split() for t in text.split(",")):
-            lex.setdefault(_key(p), _Entry("class", tuple(classes)))
-    for p, (classes, role) in L.ROLE_PHRASES.items():
-        lex[_key(p.split())] = _Entry("role", classes, role)
-    for p in L.FIRE_PHRASES:
-        lex[_key(p.split())] = _Entry("fire", ("bare_ground",), "to")
-    for p, (frm, to) in L.TRANSITION_PHRASES.items():
-        lex[_key(p.split())] = _Entry("transition", frm, "from", to)
-    for p, label in L.OUT_OF_VOCABULARY.items():
-        lex[_key(p.split())] = _Entry("oov", ("other",), None, label=label)
-    for p in L.APPEAR_PHRASES:
-        lex[_key(p.split())] = _Entry("appear_phrase")
-    return lex
-
-
-@functools.cache
-def _known_words() -> tuple[str, ...]:
-    """Every word the parser knows, sorted (difflib typo correction is then deterministic)."""
-    words = {w for k in _lexicon() for w in k} | L.APPEAR | L.DISAPPEAR | L.GENERIC_CHANGE | L.STOPWORDS
-    words |= L.FORWARD_WORDS | L.REVERSE_WORDS | L.EXPANSION_VERBS | set(L.VERTICAL) | set(L.HORIZONTAL)
-    words |= set(L.COMPOUND_SECTORS) | L.CENTRE | L.PART_WORDS | L.OFF_WORLD | L.OFF_TOPIC | C.PLACE_WORDS | C.PEOPLE_AND_WEATHER
-    words |= {"xposs"} | C.LOW_MODIFIERS | C.TALL_MODIFIERS | C.ABSENCE | C.APPEAR_VERBS | C.PLACEMENT_WORDS
-    words |= {w for p in (*C.EXCLUDE_PHRASES, *C.LOCATIVE_PHRASES, *C.CLAUSE_PHRASES) for w in p.split()}
-    return tuple(sorted(words))
-
-
-@functools.cache
-def _embedding_table() -> tuple[tuple[tuple[str, ...], ...], np.ndarray]:
-    """Single-word lexicon phrases and their unit-norm wordllama embeddings, shape (n, 256) float32."""
-    keys = tuple(sorted(k for k, e in _lexicon().items() if len(k) == 1 and e.kind in ("class", "role", "fire")))
-    emb = load_wordllama().embed([k[0] for k in keys], norm=True)
-    return keys, emb
-
-
 def warm_up() -> None:
     """Load wordllama and embed the lexicon now (about a second), so the first question is as fast as the rest."""
-    _embedding_table()
-    _known_set()
-    _by_first_letter()
+    V.embedding_table()
+    V.known_set()
+    V.by_first_letter()
     parse_question("where did farmland get built over in the north, at least 1 ha?")  # first-call costs (regexes, pydantic)
-
-
-def _nearest(word: str) -> tuple[tuple[str, ...] | None, float]:
-    keys, emb = _embedding_table()
-    v = load_wordllama().embed([word], norm=True)[0]
-    sims = emb @ v
-    i = int(np.argmax(sims))
-    return keys[i], float(sims[i])
-
-
-def _accept(word: str, nearest: str, sim: float) -> bool:
-    """An embedding match is kept when it is very close, or close and sharing a stem (see EMBED_SURE_SIM)."""
-    prefix = len(next((a for a in (word[:n] for n in range(len(word), 0, -1)) if nearest.startswith(a)), ""))
-    return sim >= EMBED_SURE_SIM or (sim >= EMBED_MIN_SIM and prefix >= EMBED_MIN_PREFIX)
-
-
-_TOKEN = re.compile(r"[a-z]+|->|,|&")
-
-
-def _tokenise(text: str, matched: dict[str, Any]) -> list[str]:
-    """Lower-case word tokens; unknown words of 5+ letters are typo-corrected against the lexicon."""
-    out = []
-    known = _known_set()
-    text = re.sub(r"(?<=[a-z])(?:'s|s')(?=[\s,.?!;:]|$)", " xposs ", text.lower().replace("’", "'").replace("'d ", " did "))
-    for tok in _TOKEN.findall(text):
-        if tok.isalpha() and len(tok) >= 5 and tok not in known and _stem(tok) not in known:
-            close = _correct(tok)
-            if close:
-                matched.setdefault("typos", {})[tok] = close
-                tok = close
-        out.append(tok)
-    return out
-
-
-@functools.cache
-def _known_set() -> frozenset[str]:
-    return frozenset(_known_words())
-
-
-@functools.cache
-def _by_first_letter() -> dict[str, tuple[str, ...]]:
-    out: dict[str, list[str]] = {}
-    for w in _known_words():
-        out.setdefault(w[0], []).append(w)
-    return {k: tuple(v) for k, v in out.items()}
-
-
-@functools.lru_cache(maxsize=4096)
-def _correct(tok: str) -> str | None:
-    """The known word an unknown one is a typo of (difflib ratio, then one swapped pair), or None; cached."""
-    same_start = _by_first_letter().get(tok[0], ())  # typos rarely change the first letter; 15x fewer candidates
-    close = difflib.get_close_matches(tok, same_start, n=1, cutoff=TYPO_MIN_RATIO) or \
-        difflib.get_close_matches(_stem(tok), same_start, n=1, cutoff=TYPO_MIN_RATIO)
-    close = close or _one_edit(tok) or _one_edit(_stem(tok))
-    return close[0] if close else None
-
-
-def _one_edit(word: str) -> list[str]:
-    """A known word that is `word` with two neighbouring letters swapped ("feilds" -> field, "biulding" -> building).
-
-    difflib's ratio misses swaps in short words; substitutions are left to difflib (one substituted letter
-    turns real words into lexicon words: "level" -> levee).
-    """
-    if len(word) < 5:
-        return []
-    known = _known_set()
-    swaps = sorted({word[:i] + word[i + 1] + word[i] + word[i + 2:] for i in range(len(word) - 1)} & known)
-    return swaps[:1]
 
 
 @dataclass
@@ -219,8 +63,8 @@ class _Mention:
 
 def _mentions(tokens: list[str], matched: dict[str, Any]) -> tuple[list[_Mention], list[str], set[int]]:
     """Longest-first phrase matching, then embedding similarity for leftover content words."""
-    lex = _lexicon()
-    stems = [_stem(t) for t in tokens]
+    lex = V.lexicon()
+    stems = [V.stem(t) for t in tokens]
     mentions: list[_Mention] = []
     oov: list[str] = []
     used: set[int] = set()
@@ -245,9 +89,9 @@ def _mentions(tokens: list[str], matched: dict[str, Any]) -> tuple[list[_Mention
             break
         else:
             tok = tokens[i]
-            if tok.isalpha() and len(tok) >= 4 and tok not in _known_set() and _stem(tok) not in _known_set():
-                key, sim = _nearest(tok)
-                if key is not None and _accept(tok, key[0], sim):
+            if tok.isalpha() and len(tok) >= 4 and tok not in V.known_set() and V.stem(tok) not in V.known_set():
+                key, sim = V.nearest(tok)
+                if key is not None and V.accept(tok, key[0], sim):
                     e = lex[key]
                     mentions.append(_Mention(i, i + 1, e.classes, e.role, tok, fire=e.kind == "fire", sim=sim))
                     matched.setdefault("embedding", {})[tok] = {"nearest": key[0], "similarity": round(sim, 3)}
@@ -389,7 +233,7 @@ def parse_question(text: str, previous: ChangeQuery | None = None) -> IntentResu
         matched["area"] = area.note
     if min_area is not None:
         matched["min_area"] = min_area[1]
-    tokens = _tokenise(rewrite_phenomena(_split_mixes(rest), matched), matched)
+    tokens = V.tokenise(rewrite_phenomena(_split_mixes(rest), matched), matched)
     if L.OFF_TOPIC & set(tokens):
         return IntentResult(None, "I only answer questions about how the land changed between two images, e.g. "
                             "'where did farmland get built over?'. What change should I look for?", 0.1, matched)
@@ -469,7 +313,7 @@ def _field_confidence(groups: list[_Mention], role_conf: dict[str, float], inher
 def _split_mixes(text: str) -> str:
     """"woodland-shrub", "tree-grass": two class words joined by a hyphen name a mix of both ("and")."""
     def mix(m: re.Match[str]) -> str:
-        a, b = (_lexicon().get(_key([w])) for w in m.groups())
+        a, b = (V.lexicon().get(V.key([w])) for w in m.groups())
         both = a is not None and b is not None and a.kind == b.kind == "class" and a.classes != b.classes
         return f"{m.group(1)} and {m.group(2)}" if both else m.group(0)
 
