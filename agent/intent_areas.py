@@ -84,7 +84,8 @@ def _sector(words: list[str]) -> tuple[str | None, str | None]:
             elif w not in L.WEAK_SECTOR_WORDS or nxt is None or nxt in L.PART_WORDS:
                 found.append(v)
         elif w in L.HORIZONTAL and prev not in L.VERTICAL:
-            if w not in L.WEAK_SECTOR_WORDS or nxt is None or nxt in L.PART_WORDS or prev in ("the", "far"):
+            if w not in L.WEAK_SECTOR_WORDS or nxt in L.PART_WORDS or prev in ("the", "far", "to", "on") or (
+                    nxt is None and prev is None):  # "no grass left" is not the west
                 found.append(L.HORIZONTAL[w])
         elif w in L.CENTRE and prev not in L.CENTRE_OF_A_PLACE and nxt not in L.CENTRE_OF_A_THING:  # "distribution centre"
             found.append("centre")

@@ -26,7 +26,7 @@ CONCEPT_PHRASES: dict[tuple[str, ...], str] = {
     ("tree",): "hedge, broadleaf, broadleaved, coniferous, deciduous, evergreen, forested, woody, olive, "
     "broad leaved, olive grove, fruit tree, agro forestry, agroforestry, mangrove forest, woody vegetation, "
     "tall vegetation, tall plant, tree stand, berry plantation, woodlot, tree nursery",
-    ("low_vegetation",): "paddock, ranch, cattle, livestock, grazing, verge, tundra, common land, heather, hay, "
+    ("low_vegetation",): "grassy, paddock, ranch, cattle, livestock, grazing, verge, tundra, common land, heather, hay, "
     "pasture hay, grassland herbaceous, shrub scrub, open shrubland, closed shrubland, savanna, pitch, golf, lawn, moss, lichen, "
     "herbaceous, shrubby, scrubby, bracken, reed, weed, racecourse, cricket ground, rugby pitch, recreation ground, "
     "sports pitch, football pitch, playing field, sports field, "
@@ -43,7 +43,7 @@ CONCEPT_PHRASES: dict[tuple[str, ...], str] = {
     ("built_up",): "airfield, airstrip, aerodrome, hangar, marina, port, dock, wharf, pier, terminal, hub, logistics, "
     "depot, camp, tent, track, path, bypass, junction, roundabout, bridge, polytunnel, tower, villa, property, "
     "school, office, hospital, mall, shop, stadium, fabric, rail, station, solar, cement, slum, shanty, favela, roof, "
-    "rooftop, shelter, mill, wall, sea wall, seawall, breakwater, groyne, jetty, levee, dyke, dike, embankment, shed, barn, hut, dwelling, homestead, turbine, square, plaza, "
+    "rooftop, shelter, mill, promenade, boardwalk, esplanade, quay, seafront, wall, sea wall, seawall, breakwater, groyne, jetty, levee, dyke, dike, embankment, shed, barn, hut, dwelling, homestead, turbine, square, plaza, "
     "distribution centre, distribution center, wind turbine, solar array, farm building, impervious, sealed, "
     "impervious surface, sealed surface, paved surface, artificial surface, peri urban, cycle path, bike lane, "
     "retail park, ring road, tower block, urban fabric, commercial unit, rail network, refugee camp, port area, "
@@ -69,7 +69,9 @@ LOW_MODIFIERS = frozenset("low short herbaceous scrubby shrubby grassy growing l
 TALL_MODIFIERS = frozenset("tall high mature woody".split())
 
 # Negation and exclusion. ABSENCE: "without any plants", "no vegetation" (absence of vegetation is bare ground).
-ABSENCE = frozenset("without no lacking lacks treeless plantless".split())
+ABSENCE = frozenset("without no lacking lacks treeless plantless free devoid".split())
+# "no trees left", "no water anymore": after an absence word these make it a loss, not bare ground.
+LOSS_AFTER = frozenset("anymore left remaining remain remains longer".split())
 # EXCLUDE: the next mention is left out ("other than crops" narrows the mention before it).
 EXCLUDE_PHRASES = ("other than", "apart from", "aside from", "except for", "except", "excluding", "exclude",
                    "not counting", "not including", "ignore", "ignoring", "but not", "not the", "and not",
@@ -103,14 +105,16 @@ PHENOMENA: tuple[tuple[str, str], ...] = (
      r"(?:retreat\w*|reced\w*|erod\w*|erosion|wash\w*\s+away|wore\s+away|worn\s+away|collaps\w*)", r" \1 sea advance "),
     (r"\b(?:coastal|shore|beach|bank|cliff)\s+(?:erosion|retreat|loss)", " sea advance "),
     (r"\berod\w*\s+(?:its|their|the)?\s*(?:banks?|shores?|coast\w*|cliffs?|beach\w*)", " sea advance "),
-    (r"\b(?:sea|ocean|water|tide)\b(?:\s+\w+){0,2}?\s+(?:advanc\w*|mov\w*|push\w*|crept|creep\w*|encroach\w*)\s+inland",
+    (r"\b(?:sea|ocean|water|tide|coast\w*|shore\w*)\b(?:\s+\w+){0,2}?\s+(?:advanc\w*|mov\w*|shift\w*|push\w*|crept|creep\w*|"
+     r"encroach\w*)\s+inland",
      " sea advance "),
     # land won from the water
     (r"\b(?:gain\w*|reclaim\w*|won|win)\s+(?:\w+\s+){0,2}?from\s+the\s+(?:sea|ocean|lake|water|river)", " water retreat "),
     # a water body that drops and exposes its bed
     (r"\bexpos\w*\s+(?:the\s+)?(?:bed|riverbed|lakebed|bottom|mud|sand|shore)\b", " leaving bare ground "),
     # rivers leaving their bed
-    (r"\b(?:burst|broke|break|overtop\w*|spill\w*\s+over)\s+(?:its|their|the)\s+banks?", " flooded "),
+    (r"\b(?:burst|broke|break|overtop\w*|spill\w*\s+over|left|leave|leaves|jumped|jump)\s+(?:its|their|the)\s+"
+     r"(?:banks?|beds?|channels?)", " flooded "),
     (r"\boverflow\w*", " flooded "),
     (r"\b(?:gone|went|go|is|are|was|were)\s+under\s+water\b", " flooded "),
     # fields left unused

@@ -97,7 +97,7 @@ DISAPPEAR = frozenset("disappear disappeared disappearing disappearance lost los
                       "retreat retreated recede receded dried dry drained draining drought demolished demolition "
                       "torn razed abandoned fewer less stripped diminished erode eroded erosion melt melted bulldozed "
                       "flattened wiped knocked washed uprooted levelled leveled dropped drop fell fall falling sank "
-                      "thinned die died dying withered wither smaller narrower tinier rip ripped pulled wipe knock thin abandonment abandon degradation degraded silted silt silting "
+                      "thinned die died dying withered wither smaller narrower tinier rip ripped pulled wipe knock thin anymore stop stopped ceased cease empty emptied emptying abandonment abandon degradation degraded silted silt silting "
                       "consumed".split())
 # Growth words that are also size words ("bigger than 2 ha" is read as a size first, so what is left is growth).
 GROWTH_COMPARATIVES = frozenset("bigger larger greater wider".split())
@@ -112,7 +112,8 @@ OFF_TOPIC = frozenset("poem joke story song recipe weather forecast translate es
 REVERSE_PHRASES = ("at the expense of", "instead of", "in place of", "used to be", "took over", "take over",
                    "taken over", "eat into", "ate into", "eaten into", "cleared from", "carved out of", "carved from",
                    "cut out of", "won from", "taken from", "reclaimed from", "cleared out of",
-                   "clear the", "clears the", "cleared the", "cleared away the")  # "farmers cleared the forest"
+                   "clear the", "clears the", "cleared the", "cleared away the", "rather than", "take the place of",
+                   "took the place of", "taken the place of", "in the place of")  # "farmers cleared the forest"
 FORWARD_PHRASES = ("replaced by", "replaced with", "gave way to", "give way to", "made way for", "make way for",
                    "lost to", "turned into", "turned to", "converted to", "converted into", "changed to", "changed into",
                    "buried by", "buried under", "covered by", "covered with", "destroyed by", "swallowed by",

@@ -89,7 +89,9 @@ def scope(tokens: list[str], mentions: list[Any], matched: dict[str, Any]) -> li
         prev_tok = tokens[j - 1] if j > 0 else ""
         after = tokens[m.end] if m.end < len(tokens) else ""
         excl = _ends_with(window, C.EXCLUDE_PHRASES)
-        if prev_tok in C.ABSENCE and not excl:
+        if prev_tok in C.ABSENCE and not excl and set(tokens[m.end:m.end + 3]) & C.LOSS_AFTER and m.role is None:
+            m = dataclasses.replace(m, role="from")  # "no grass left": the grass was lost
+        elif prev_tok in C.ABSENCE and not excl:
             if set(m.classes) <= VEGETATION:
                 kept.append(dataclasses.replace(m, classes=("bare_ground",), role=None, state=True))
                 notes[text] = "absence of vegetation: bare ground"
