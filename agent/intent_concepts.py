@@ -56,6 +56,40 @@ CONCEPT_PHRASES: dict[tuple[str, ...], str] = {
     G: "woody savanna, natural vegetation mosaic",
 }
 
+# Regional and everyday names (gazetteers, field guides, planning and estate vocabulary), issue 16: wordllama's
+# similarity is spelling-level for rare words ("taiga" -> tundra 0.19, "tarn" -> tarmac 0.32), so they are listed.
+REGIONAL_PHRASES: dict[tuple[str, ...], str] = {
+    ("water",): "tarn, billabong, lough, pool, oxbow, slough, backwater, millpond, cenote, fjord, fiord, cove, firth, brook, "
+    "rivulet, rill, beck, waterhole, impoundment, lakelet, pondage, oxbow lake, mill pond, retention pond, detention basin, "
+    "settling pond, tailings pond, quarry lake, glacial lake, river mouth, water surface, open sea, watering hole, "
+    "vernal pool, playa lake, salt lake, floodwaters, flood waters",
+    ("tree",): "spinney, coppice, taiga, shelterbelt, windbreak, bosque, teak, eucalyptus, acacia, poplar, birch, beech, "
+    "spruce, fir, larch, cedar, cypress, willow, alder, mangal, timberland, arboretum, rubber, treeline, "
+    "boreal forest, tree belt, riparian forest, gallery forest, cloud forest, plantation forest, tree farm, forest stand, "
+    "wood pasture, wet woodland, carr",
+    ("low_vegetation",): "thicket, cerrado, chaparral, maquis, garrigue, fynbos, sagebrush, gorse, furze, brush, brushland, "
+    "bushveld, veld, veldt, pampas, llanos, meadowland, hayfield, sward, turf, sedge, marram, downland, machair, "
+    "glade, greensward, campo, grass verge, hay meadow, rough pasture, dune grass, marram grass, shrub steppe, "
+    "grazing marsh, field edge",
+    ("cropland",): "soya, sorghum, millet, cassava, manioc, potato, beet, rapeseed, canola, oilseed, sunflower, alfalfa, "
+    "lucerne, tobacco, tea, coffee, cocoa, cacao, banana, pineapple, hops, vegetable, horticulture, oats, rye, grain, "
+    "cereal, smallholding, sugar beet, crop land, farm plot, cash crop, row crop, tea plantation, coffee farm, "
+    "coffee plantation, cocoa plantation",
+    ("bare_ground",): "playa, badlands, outcrop, talus, moraine, lava, tephra, shingle, earthworks, earthwork, tailings, "
+    "peat, opencast, pan, desert pavement, rock outcrop, lava flow, bare earth, cleared land, spoil heap, slag heap, "
+    "mine tailings, open cast, strip mining, dry riverbed, dry lake bed",
+    ("built_up",): "bungalow, cottage, hamlet, farmstead, duplex, townhouse, condo, condominium, tenement, highrise, "
+    "subdivision, township, shantytown, compound, campus, supermarket, store, garage, driveway, sidewalk, taxiway, apron, "
+    "heliport, shipyard, dockyard, refinery, substation, pylon, windfarm, glasshouse, silo, piggery, church, "
+    "mosque, temple, prison, barracks, railroad, tram, freeway, expressway, interstate, avenue, boulevard, alley, "
+    "overpass, flyover, interchange, causeway, university, arena, racetrack, velodrome, feedlot, row house, high rise, "
+    "housing development, informal settlement, parking garage, petrol station, gas station, service station, "
+    "power plant, power station, wind farm, container terminal, rail yard, military base, data centre, data center, "
+    "sports hall, leisure centre, motorway services, car dealership, apartment block, office block, business district",
+    G: "savannah woodland, savanna woodland, wooded grassland, parkland savanna",
+    W: "bayou, muskeg, swampland, quagmire, marshland, floodplain wetland, riparian wetland, tidal marsh, mangrove swamp",
+}
+
 # Words that say where, not what: never a class, never sent to the embedding fallback.
 PLACE_WORDS = frozenset("roadside riverside lakeside wayside hillside floodplain riverbank bank banks valley hill hills "
                         "plain coast coastline coastal shore shoreline inland edge outskirts fringe lane slope level landscape".split())

@@ -57,7 +57,7 @@ for _p in ("flood, flooded, flooding, inundated, inundation, waterlogged, submer
 ROLE_PHRASES["water retreat"] = (("water",), "from")  # land won from the sea (intent_concepts.PHENOMENA)
 for _p in "plough, ploughed, ploughing, plowed, plowing, tilled, ploughed up, plough up, plowed up".split(", "):
     ROLE_PHRASES[_p] = (("cropland",), "to")
-for _p in ("deforestation, deforested, logging, logged, logger, grubbed, grubbed up, grubbed out, clear cut, clearcut, clear cutting, clearcutting, tree loss, "
+for _p in ("deforestation, deforested, logging, logged, logger, clear cut, clearcut, clear cutting, clearcutting, tree loss, "
            "forest loss").split(", "):
     ROLE_PHRASES[_p] = (("tree",), "from")
 for _p in "reforestation, afforestation, reforested, afforested, tree planting, planted tree".split(", "):
@@ -90,14 +90,18 @@ APPEAR = frozenset("new newly appear appeared appearing appearance grow grew gro
                    "recover recovered advance advanced encroach encroached added created establish established "
                    "planted formed widen widened swell swelled swollen sprung popped lush denser thicker thickened regenerate "
                    "regenerated regenerating restored restore restoration refilled refill refilling replenished "
-                   "overgrown infill dug dig excavated replanted replanting".split())
+                   "overgrown infill dug dig excavated replanted replanting sprouted mushroomed proliferated "
+                   "multiplied densified intensified colonised colonized materialised materialized erected installed "
+                   "rebounded flourished thrived arrived returned".split())
 DISAPPEAR = frozenset("disappear disappeared disappearing disappearance lost lose loss losing shrink shrank shrunk "
                       "shrinking shrinkage decline declined decrease decreased reduce reduced reduction vanish "
                       "vanished gone go went removed removal cleared clearing cut felled destroyed destruction "
                       "retreat retreated recede receded dried dry drained draining drought demolished demolition "
                       "torn razed abandoned fewer less stripped diminished erode eroded erosion melt melted bulldozed "
                       "flattened wiped knocked washed uprooted levelled leveled dropped drop fell fall falling sank "
-                      "thinned die died dying withered wither smaller narrower tinier rip ripped pulled wipe knock thin anymore stop stopped ceased cease empty emptied emptying abandonment abandon degradation degraded silted silt silting "
+                      "thinned die died dying withered wither smaller narrower tinier rip ripped pulled wipe knock thin grubbed eradicated obliterated erased annihilated decimated "
+                      "devastated ravaged contracted contraction dwindled dwindling narrowed evaporated desiccated "
+                      "depleted chopped hacked dismantled gutted collapsed anymore stop stopped ceased cease empty emptied emptying abandonment abandon degradation degraded silted silt silting "
                       "consumed".split())
 # Growth words that are also size words ("bigger than 2 ha" is read as a size first, so what is left is growth).
 GROWTH_COMPARATIVES = frozenset("bigger larger greater wider".split())

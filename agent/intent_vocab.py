@@ -78,7 +78,7 @@ def lexicon() -> dict[tuple[str, ...], Entry]:
         singles, *multi = text.split(",")  # "w1 w2 ..., phrase one, phrase two"
         for p in [[w] for w in singles.split()] + [m.split() for m in multi]:
             lex[key(p)] = Entry("class", tuple(classes))
-    for classes, text in C.CONCEPT_PHRASES.items():  # the broader concept lexicon never overrides the core one
+    for classes, text in [*C.CONCEPT_PHRASES.items(), *C.REGIONAL_PHRASES.items()]:  # never overrides the core
         for p in (t.split() for t in text.split(",")):
             lex.setdefault(key(p), Entry("class", tuple(classes)))
     for p, (classes, role) in L.ROLE_PHRASES.items():
