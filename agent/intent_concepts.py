@@ -28,7 +28,7 @@ CONCEPT_PHRASES: dict[tuple[str, ...], str] = {
     "tall vegetation, tall plant, tree stand, berry plantation, woodlot, tree nursery",
     ("low_vegetation",): "grassy, paddock, ranch, cattle, livestock, grazing, verge, tundra, common land, heather, hay, "
     "pasture hay, grassland herbaceous, shrub scrub, open shrubland, closed shrubland, savanna, pitch, golf, lawn, moss, lichen, "
-    "herbaceous, shrubby, scrubby, bracken, reed, weed, racecourse, cricket ground, rugby pitch, recreation ground, "
+    "herbaceous, shrubby, scrubby, bracken, weed, racecourse, cricket ground, rugby pitch, recreation ground, "
     "sports pitch, football pitch, playing field, sports field, "
     "sports ground, golf course, field margin, grass verge, low vegetation, short vegetation, low growing plant, "
     "low plant, short plant, short grass, herbaceous vegetation, herbaceous cover, sclerophyllous vegetation, "
@@ -37,13 +37,14 @@ CONCEPT_PHRASES: dict[tuple[str, ...], str] = {
     "permanently irrigated land, annual crop, permanent crop, hop garden, hop field, market garden",
     ("bare_ground",): "bare, bareland, wasteland, brownfield, landfill, dump, spoil, scree, pit, unvegetated, "
     "waste land, dump site, building site, gravel pit, sand pit, sparse vegetation, sparsely vegetated, bare rock, "
-    "intertidal flat, tidal flat, mud flat, beaches dunes and sand, mineral extraction, extraction site, mudslide, "
+    "intertidal flat, tidal flat, tide flat, mud flat, beaches dunes and sand, mineral extraction, extraction site, mudslide, "
     "mudflow, rockfall, debris flow, dust bowl, dust, sandbar, sandbank, gravel bar, shoal, ash, salt pan, saltpan, "
     "salina, topsoil",
     ("built_up",): "airfield, airstrip, aerodrome, hangar, marina, port, dock, wharf, pier, terminal, hub, logistics, "
     "depot, camp, tent, track, path, bypass, junction, roundabout, bridge, polytunnel, tower, villa, property, "
     "school, office, hospital, mall, shop, stadium, fabric, rail, station, solar, cement, slum, shanty, favela, roof, "
-    "rooftop, shelter, mill, promenade, boardwalk, esplanade, quay, seafront, wall, sea wall, seawall, breakwater, groyne, jetty, levee, dyke, dike, embankment, shed, barn, hut, dwelling, homestead, turbine, square, plaza, "
+    "rooftop, shelter, mill, resort, hotel, industrial park, science park, technology park, office park, trailer park, "
+    "caravan park, holiday park, promenade, boardwalk, esplanade, quay, seafront, wall, sea wall, seawall, breakwater, groyne, jetty, levee, dyke, dike, embankment, shed, barn, hut, dwelling, homestead, turbine, square, plaza, "
     "distribution centre, distribution center, wind turbine, solar array, farm building, impervious, sealed, "
     "impervious surface, sealed surface, paved surface, artificial surface, peri urban, cycle path, bike lane, "
     "retail park, ring road, tower block, urban fabric, commercial unit, rail network, refugee camp, port area, "
@@ -51,7 +52,7 @@ CONCEPT_PHRASES: dict[tuple[str, ...], str] = {
     V: "green, natural cover",
     ("low_vegetation", "cropland"): "green belt, greenbelt",
     G: "green urban area, natural vegetation",
-    W: "flooded vegetation, herbaceous wetland, salt marsh, peat bog, inland marsh, reed bed, woody wetland, "
+    W: "reed, reeds, flooded vegetation, herbaceous wetland, salt marsh, peat bog, inland marsh, reed bed, woody wetland, "
     "emergent herbaceous wetland, permanent wetland",
     G: "woody savanna, natural vegetation mosaic",
 }
@@ -161,6 +162,7 @@ PHENOMENA: tuple[tuple[str, str], ...] = (
     (r"\bstripped?\s+(?:the\s+)?(\w+)\s+bare\b", r" turned \1 to bare "),
     (r"\bslash\W+and\W+burn\b", " "),  # a farming practice, not a fire to map
     (r"\bflood\s+plains?\b", " floodplain "),  # a place, not a flood
+    (r"\b(?:dry|dried|empty)\s+(lake|pond|reservoir|creek|stream|river)(s?)\b(?!\s+bed)", r" \1\2 "),  # "the dry lake refilled"
     (r"\b(?:grown|grew|grow|growing)\s+over\b", " overgrown with weeds "),  # "ponds silted up and grown over"
     (r"\b(?:filled|fill|filling)\s+in\b", " removed "),  # "the canal was filled in"
     (r"\b(?:filled|fill|fills|filling)\s+up\b", " grew "),  # "the new lake filled up"

@@ -114,7 +114,8 @@ OFF_TOPIC = frozenset("poem joke story song recipe weather forecast translate es
 
 # Connectors between two class mentions. forward: first -> second; reverse: second -> first.
 REVERSE_PHRASES = ("at the expense of", "instead of", "in place of", "used to be", "took over", "take over",
-                   "taken over", "eat into", "ate into", "eaten into", "cleared from", "carved out of", "carved from",
+                   "taken over", "eat into", "ate into", "eaten into", "eat away", "ate away", "eaten away",
+                   "eating away", "eating into", "cleared from", "carved out of", "carved from",
                    "cut out of", "won from", "taken from", "reclaimed from", "cleared out of",
                    "clear the", "clears the", "cleared the", "cleared away the", "rather than", "take the place of",
                    "took the place of", "taken the place of", "in the place of")  # "farmers cleared the forest"
@@ -126,7 +127,7 @@ FORWARD_PHRASES = ("replaced by", "replaced with", "gave way to", "give way to",
 REVERSE_WORDS = frozenset("cover covered covering swallowed swallow replaced replace invaded invade overtook "
                           "overtaken engulfed encroached former old formerly previously bury buried buries hit hits struck damaged "
                           "overran overwhelmed scar scars scarred claim claims claimed consume consumed consumes "
-                          "consuming devour devoured".split())
+                          "consuming devour devoured overrun reclaim reclaims".split())
 # Prepositions that mean "on top of the former X"; weaker than a forward verb ("the grass on the left became a road").
 REVERSE_PREPOSITIONS = frozenset("on onto over upon".split())
 FORWARD_WORDS = frozenset("to into become became becoming turned turn converted conversion for leaving now then "

@@ -165,7 +165,12 @@ def correct(tok: str) -> str | None:
     close = difflib.get_close_matches(tok, same_start, n=1, cutoff=TYPO_MIN_RATIO) or \
         difflib.get_close_matches(stem(tok), same_start, n=1, cutoff=TYPO_MIN_RATIO)
     close = close or one_edit(tok) or one_edit(stem(tok))
+    if close and tok.startswith(close[0]) and tok[len(close[0]):] in _SUFFIXES:
+        return None  # an inflection of a known word ("reclaimed" of "reclaim"), not a typo: its sense may differ
     return close[0] if close else None
+
+
+_SUFFIXES = frozenset("s es ed d ing er ers ly ment ments".split())
 
 
 def one_edit(word: str) -> list[str]:
