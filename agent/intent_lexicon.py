@@ -1,6 +1,7 @@
 """The embedded planner's word lists: phrases -> land-cover classes, direction cues, connectors.
 
-Data only; `geodelta.agent.intent` reads it. Phrases are lower case and space separated (hyphens are
+Data only; `geodelta.agent.intent` reads it (with the broader concept lexicon of `intent_concepts`, which
+never overrides a phrase here). Phrases are lower case and space separated (hyphens are
 split before matching) and are matched longest-first after a light plural stemming, so "lakes" hits
 "lake". Words not listed here reach the vocabulary through wordllama similarity to these phrases.
 Grouping conventions (also used by benchmarks/intent_questions.jsonl):
