@@ -12,10 +12,10 @@ from geodelta.agent.intent import load_wordllama, parse_question
 from geodelta.contracts import ChangeQuery
 
 # Measured over every benchmarks/intent_questions*.jsonl (all fields right, asked-back rows count as not
-# right): heldout 159/159, blind 143/155 (core 25/32, users 118/123) after issue 16. Floors sit a little
-# below so a regression fails and small wording changes do not.
-HELDOUT_ALL_FIELDS_FLOOR = 0.95
-BLIND_ALL_FIELDS_FLOOR = 0.88
+# right) after issue 16: heldout 182/190 (the 31 "uz" rows, never tuned on, 23/31), blind 149/155 (core
+# 29/32, users 120/123). Floors sit a little below so a regression fails and small wording changes do not.
+HELDOUT_ALL_FIELDS_FLOOR = 0.93
+BLIND_ALL_FIELDS_FLOOR = 0.92
 
 
 def q(text: str, previous: ChangeQuery | None = None) -> ChangeQuery:
@@ -129,7 +129,7 @@ def test_benchmark_accuracy_floor():
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     res = bench.bench_intent()["splits"]
-    assert res["heldout"]["n"] >= 150 and res["tune"]["n"] >= 200 and res["blind"]["n"] >= 150
+    assert res["heldout"]["n"] >= 190 and res["tune"]["n"] >= 450 and res["blind"]["n"] >= 155
     assert res["heldout"]["all"] >= HELDOUT_ALL_FIELDS_FLOOR
     assert res["blind"]["all"] >= BLIND_ALL_FIELDS_FLOOR
 
