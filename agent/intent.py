@@ -169,7 +169,12 @@ def _assign_roles(groups: list[_Mention], tokens: list[str], cues: dict[str, int
         g = groups[0]
         before, after = set(tokens[max(0, g.start - 3):g.start]), set(tokens[g.end:g.end + 3])
         near = " ".join(tokens[max(0, g.start - 5):g.end + 4])
-        if L.REVERSE_WORDS & (before | after) or any(p in near for p in L.REVERSE_PHRASES):
+        tail = tokens[g.end:g.end + 4]
+        verb_at = next((i for i, t in enumerate(tail) if t in L.REVERSE_WORDS), None)
+        if verb_at is not None and verb_at + 1 < len(tail) and tail[verb_at + 1] not in ("by", "with", ".", "?", ",") \
+                and not L.REVERSE_WORDS & before:
+            g.role = "to"  # "where did water replace land": the mention is the new thing
+        elif L.REVERSE_WORDS & (before | after) or any(p in near for p in L.REVERSE_PHRASES):
             g.role = "from"  # "what replaced the orchards", "where the lake used to be"
         elif g.state or cues["appear"] > cues["disappear"]:
             g.role = "to"
@@ -238,7 +243,7 @@ def parse_question(text: str, previous: ChangeQuery | None = None) -> IntentResu
         return IntentResult(None, "I only answer questions about how the land changed between two images, e.g. "
                             "'where did farmland get built over?'. What change should I look for?", 0.1, matched)
     mentions, oov, used = _mentions(tokens, matched)
-    mentions = scope(tokens, mentions, matched)
+    mentions = _question_sentence(tokens, scope(tokens, mentions, matched), matched)
     cues = _cues(tokens, used)
     groups = _merge(mentions, tokens)
     for g in groups:
@@ -308,6 +313,23 @@ def _field_confidence(groups: list[_Mention], role_conf: dict[str, float], inher
     side = {r: min([g.sim for g in groups if g.role == r] or [1.0]) for r in ("from", "to")}
     return {"from": round(min(side["from"], role_conf["roles"]), 2), "to": round(min(side["to"], role_conf["roles"]), 2),
             "direction": round(role_conf["direction"], 2)}
+
+
+def _question_sentence(tokens: list[str], mentions: list[_Mention], matched: dict[str, Any]) -> list[_Mention]:
+    """"I farm here. Which fields flooded?": with several sentences, only the question's mentions count,
+    unless the question points back with a pronoun ("We manage the reservoir. Has it shrunk?")."""
+    ends = [i for i, t in enumerate(tokens) if t in (".", "?")]
+    if not mentions or not any(e < len(tokens) - 1 for e in ends):
+        return mentions
+    bounds = [-1, *ends, len(tokens)]
+    spans = [(a + 1, b) for a, b in zip(bounds, bounds[1:]) if b > a + 1]
+    question = next((sp for sp in reversed(spans) if sp[1] < len(tokens) and tokens[sp[1]] == "?"), spans[-1])
+    inside = [m for m in mentions if question[0] <= m.start < question[1]]
+    pronoun = {"it", "they", "them", "its", "their", "this", "that", "these", "those"} & set(tokens[question[0]:question[1]])
+    if inside and len(inside) < len(mentions) and not pronoun:
+        matched["context_only"] = [m.text for m in mentions if m not in inside]
+        return inside
+    return mentions
 
 
 def _split_mixes(text: str) -> str:

@@ -107,7 +107,7 @@ DISAPPEAR = frozenset("disappear disappeared disappearing disappearance lost los
 # Growth words that are also size words ("bigger than 2 ha" is read as a size first, so what is left is growth).
 GROWTH_COMPARATIVES = frozenset("bigger larger greater wider".split())
 APPEAR_PHRASES = ("go in", "went in", "gone in", "put in", "going in", "go up", "went up", "gone up", "popped up", "pop up", "sprung up", "sprang up", "put up", "set up",
-                  "going up", "springing up", "came up", "grow back", "grew back", "come back", "came back")
+                  "going up", "springing up", "came up", "come in", "came in", "coming in", "grow back", "grew back", "come back", "came back")
 GENERIC_CHANGE = frozenset("change changed changes changing different difference differences happen happened "
                            "happening altered alteration transformed transformation modified anything doing".split())
 # Requests that are not about land change at all: asked back, never read as a query.

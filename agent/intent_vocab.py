@@ -127,7 +127,7 @@ def accept(word: str, phrase: str, sim: float) -> bool:
     return sim >= EMBED_SURE_SIM or (sim >= EMBED_MIN_SIM and prefix >= EMBED_MIN_PREFIX)
 
 
-TOKEN = re.compile(r"[a-z]+|->|,|&")
+TOKEN = re.compile(r"[a-z]+|->|,|&|(?<![0-9])[.?!;](?![0-9])")  # sentence ends are kept ("?" or ".")
 
 
 def tokenise(text: str, matched: dict[str, Any]) -> list[str]:
@@ -141,7 +141,7 @@ def tokenise(text: str, matched: dict[str, Any]) -> list[str]:
             if close:
                 matched.setdefault("typos", {})[tok] = close
                 tok = close
-        out.append(tok)
+        out.append("?" if tok == "?" else "." if tok in ".!;" else tok)
     return out
 
 

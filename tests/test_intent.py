@@ -168,6 +168,10 @@ def test_benchmark_accuracy_floor():
         ("which fields were left fallow?", ["cropland"], ["low_vegetation", "bare_ground"], "convert"),
         ("where did the river burst its banks?", [], ["water"], "appear"),
         ("where was land reclaimed from the sea?", ["water"], [], "disappear"),
+        # several sentences: the question's own mentions, unless it points back with a pronoun
+        ("I farm here. Which fields flooded?", ["cropland"], ["water"], "convert"),
+        ("We manage the reservoir. Has it shrunk since the first image?", ["water"], [], "disappear"),
+        ("where did water replace land?", [], ["water"], "appear"),
     ],
 )
 def test_issue_16_families(text, frm, to, direction):
