@@ -129,7 +129,7 @@ def _connector(tokens: list[str], a: _Mention, b: _Mention) -> str | None:
         return "reverse"
     if any(p in gap for p in L.FORWARD_PHRASES):
         return "forward"
-    if placement_reverse(words):
+    if placement_reverse(words, tokens[b.end:b.end + 3]):
         return "reverse"
     if {"into", "onto", "on", "over", "upon"} & set(words) and L.EXPANSION_VERBS & set(tokens[: b.start]):
         return "reverse"

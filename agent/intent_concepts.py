@@ -130,7 +130,8 @@ LOCATIVE_PHRASES = ("along", "alongside", "near", "nearby", "beside", "next to",
 CLAUSE_PHRASES = ("after", "following", "since", "due to", "because of")
 # Verbs that make "in / across / through / among" mean "on former X" ("a road cut across the fields").
 APPEAR_VERBS = frozenset("appear appeared appearing cut built build constructed put popped sprang sprung emerged "
-                         "developed established erected laid opened form formed forming".split())
+                         "developed established erected laid opened form formed forming show showed shows shown "
+                         "appears".split())
 PLACEMENT_WORDS = frozenset("in across through inside within among amid throughout".split())
 
 # Phenomena that name a transition without naming both classes (regex over lower-cased text -> canonical text).

@@ -107,7 +107,7 @@ DISAPPEAR = frozenset("disappear disappeared disappearing disappearance lost los
 # Growth words that are also size words ("bigger than 2 ha" is read as a size first, so what is left is growth).
 GROWTH_COMPARATIVES = frozenset("bigger larger greater wider".split())
 APPEAR_PHRASES = ("go in", "went in", "gone in", "put in", "going in", "go up", "went up", "gone up", "popped up", "pop up", "sprung up", "sprang up", "put up", "set up",
-                  "going up", "springing up", "came up", "come in", "came in", "coming in", "grow back", "grew back", "come back", "came back")
+                  "going up", "springing up", "came up", "come in", "came in", "coming in", "show up", "showed up", "shows up", "grow back", "grew back", "come back", "came back")
 GENERIC_CHANGE = frozenset("change changed changes changing different difference differences happen happened "
                            "happening altered alteration transformed transformation modified anything doing".split())
 # Requests that are not about land change at all: asked back, never read as a query.
@@ -126,7 +126,7 @@ FORWARD_PHRASES = ("replaced by", "replaced with", "gave way to", "give way to",
                    "given over to", "handed over to", "given up to", "made into", "receded from", "recede from",
                    "retreated from", "withdrew from", "drained from", "drained off")
 REVERSE_WORDS = frozenset("cover covered covering swallowed swallow replaced replace invaded invade overtook "
-                          "overtaken engulfed encroached former old formerly previously bury buried buries hit hits struck damaged "
+                          "overtaken engulfed encroached former old formerly previously replacing replaces bury buried buries hit hits struck damaged "
                           "overran overwhelmed scar scars scarred claim claims claimed consume consumed consumes "
                           "consuming devour devoured overrun reclaim reclaims".split())
 # Prepositions that mean "on top of the former X"; weaker than a forward verb ("the grass on the left became a road").

@@ -46,7 +46,16 @@ def _before(tokens: list[str], start: int, skip: frozenset[str] = _FILLER) -> tu
 
 
 def _ends_with(window: str, phrases: tuple[str, ...] | frozenset[str]) -> str | None:
-    return next((p for p in sorted(phrases, key=len, reverse=True) if window == p or window.endswith(" " + p)), None)
+    """The longest phrase the window ends with; trailing filler of a phrase is ignored, since `_before` skipped it
+    in the window ("at the edge of the forest": the window ends "at the edge")."""
+    for p in sorted(phrases, key=len, reverse=True):
+        words = p.split()
+        while len(words) > 1 and words[-1] in _FILLER:
+            words.pop()
+        core = " ".join(words)
+        if window == core or window.endswith(" " + core):
+            return p
+    return None
 
 
 def _narrow(tokens: list[str], m: Any) -> tuple[str, ...] | None:
@@ -140,6 +149,9 @@ def _compound_heads(tokens: list[str], mentions: list[Any], notes: dict[str, str
     return out
 
 
-def placement_reverse(gap_words: list[str]) -> bool:
-    """True for "X appeared in / cut across / was built through Y": Y is what X replaced."""
-    return bool(C.PLACEMENT_WORDS & set(gap_words)) and bool(C.APPEAR_VERBS & set(gap_words))
+def placement_reverse(gap_words: list[str], after: list[str] = ()) -> bool:
+    """True for "X appeared in / cut across / was built through Y" and "a road through the woods appeared":
+    Y is what X replaced (`after`: the few words after Y)."""
+    if not C.PLACEMENT_WORDS & set(gap_words):
+        return False
+    return bool(C.APPEAR_VERBS & set(gap_words)) or bool((C.APPEAR_VERBS - {"cut"}) & set(after))
