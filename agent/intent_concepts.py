@@ -87,7 +87,7 @@ REGIONAL_PHRASES: dict[tuple[str, ...], str] = {
     "housing development, informal settlement, parking garage, petrol station, gas station, service station, "
     "power plant, power station, wind farm, container terminal, rail yard, military base, data centre, data center, "
     "sports hall, leisure centre, motorway services, car dealership, apartment block, office block, business district",
-    G: "savannah woodland, savanna woodland, wooded grassland, parkland savanna",
+    G: "garden, back garden, private garden, savannah woodland, savanna woodland, wooded grassland, parkland savanna",
     W: "bayou, muskeg, swampland, quagmire, marshland, floodplain wetland, riparian wetland, tidal marsh, mangrove swamp",
 }
 
@@ -163,6 +163,11 @@ PHENOMENA: tuple[tuple[str, str], ...] = (
     (r"\bstripped?\s+(?:the\s+)?(\w+)\s+bare\b", r" turned \1 to bare "),
     (r"\bslash\W+and\W+burn\b", " "),  # a farming practice, not a fire to map
     (r"\bflood\s+plains?\b", " floodplain "),  # a place, not a flood
+    (r"\b(?:that|which)\s+(?:was|were|used\s+to\s+be)\s+(?!\w+ed\b)", " on former "),  # "now built up that was cropland"
+    (r"\b(?:bigger|larger|grow\w*|expand\w*|increase\w*|gain\w*)\s+or\s+(?:smaller|shr[iu]nk\w*|decrease\w*|los\w*)\b",
+     " changed "),  # "did the lake get bigger or smaller"
+    (r"\b(?:smaller|shr[iu]nk\w*|decrease\w*|los\w*)\s+or\s+(?:bigger|larger|grow\w*|expand\w*|increase\w*|gain\w*)\b",
+     " changed "),
     (r"\b(?:dry|dried|empty)\s+(lake|pond|reservoir|creek|stream|river)(s?)\b(?!\s+bed)", r" \1\2 "),  # "the dry lake refilled"
     (r"\b(?:grown|grew|grow|growing)\s+over\b", " overgrown with weeds "),  # "ponds silted up and grown over"
     (r"\b(?:filled|fill|filling)\s+in\b", " removed "),  # "the canal was filled in"

@@ -102,12 +102,12 @@ DISAPPEAR = frozenset("disappear disappeared disappearing disappearance lost los
                       "flattened wiped knocked washed uprooted levelled leveled dropped drop fell fall falling sank "
                       "thinned die died dying withered wither smaller narrower tinier rip ripped pulled wipe knock thin grubbed eradicated obliterated erased annihilated decimated "
                       "devastated ravaged contracted contraction dwindled dwindling narrowed evaporated desiccated "
-                      "depleted chopped hacked dismantled gutted collapsed anymore stop stopped ceased cease empty emptied emptying abandonment abandon degradation degraded silted silt silting "
+                      "depleted chopped hacked dismantled gutted collapsed beating battered anymore stop stopped ceased cease empty emptied emptying abandonment abandon degradation degraded silted silt silting "
                       "consumed".split())
 # Growth words that are also size words ("bigger than 2 ha" is read as a size first, so what is left is growth).
 GROWTH_COMPARATIVES = frozenset("bigger larger greater wider".split())
 APPEAR_PHRASES = ("go in", "went in", "gone in", "put in", "going in", "go up", "went up", "gone up", "popped up", "pop up", "sprung up", "sprang up", "put up", "set up",
-                  "going up", "springing up", "came up", "come in", "came in", "coming in", "show up", "showed up", "shows up", "grow back", "grew back", "come back", "came back")
+                  "going up", "springing up", "came up", "come in", "came in", "coming in", "coming back", "comes back", "show up", "showed up", "shows up", "grow back", "grew back", "come back", "came back")
 GENERIC_CHANGE = frozenset("change changed changes changing different difference differences happen happened "
                            "happening altered alteration transformed transformation modified anything doing".split())
 # Requests that are not about land change at all: asked back, never read as a query.
@@ -128,7 +128,7 @@ FORWARD_PHRASES = ("replaced by", "replaced with", "gave way to", "give way to",
 REVERSE_WORDS = frozenset("cover covered covering swallowed swallow replaced replace invaded invade overtook "
                           "overtaken engulfed encroached former old formerly previously replacing replaces bury buried buries hit hits struck damaged "
                           "overran overwhelmed scar scars scarred claim claims claimed consume consumed consumes "
-                          "consuming devour devoured overrun reclaim reclaims".split())
+                          "consuming devour devoured overrun reclaim reclaims eating eats".split())
 # Prepositions that mean "on top of the former X"; weaker than a forward verb ("the grass on the left became a road").
 REVERSE_PREPOSITIONS = frozenset("on onto over upon".split())
 FORWARD_WORDS = frozenset("to into become became becoming turned turn converted conversion for leaving now then "

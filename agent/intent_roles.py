@@ -22,7 +22,7 @@ from typing import Any
 from geodelta.agent import intent_concepts as C
 
 VEGETATION = frozenset(("tree", "low_vegetation", "cropland"))
-_FILLER = frozenset("the a an any all some of single more its their our my that this those these xposs".split())
+_FILLER = frozenset("the a an any all some of single more its their our my that this those these xposs new old".split())
 POSSESSIVE = "xposs"  # the tokeniser's mark for "'s" / "s'" ("the villages' fields": villages only say whose)
 _PHENOMENA = tuple((re.compile(p), r) for p, r in C.PHENOMENA)
 
