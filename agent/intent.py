@@ -125,6 +125,8 @@ def _connector(tokens: list[str], a: _Mention, b: _Mention) -> str | None:
     words = gap.split()
     if any(p in gap for p in C.PASSIVE_PHRASES):
         return "forward"
+    if any(w in L.REVERSE_WORDS and "by" in words[i + 1:i + 3] for i, w in enumerate(words)):
+        return "forward"  # passive voice: "X was wiped out by Y", "X got swallowed up by Y"
     if any(p in gap for p in L.REVERSE_PHRASES):
         return "reverse"
     if any(p in gap for p in L.FORWARD_PHRASES):
@@ -239,6 +241,10 @@ def parse_question(text: str, previous: ChangeQuery | None = None) -> IntentResu
     if min_area is not None:
         matched["min_area"] = min_area[1]
     tokens = V.tokenise(rewrite_phenomena(_split_mixes(rest), matched), matched)
+    if any(p in " ".join(tokens) for p in L.STABLE_PHRASES):
+        return IntentResult(None, "I find changes between the two images, not what stayed the same. Which change should I "
+                            "look for (e.g. 'where was forest lost?')? Everything outside the changes I find stayed the same.",
+                            0.1, matched)
     if L.OFF_TOPIC & set(tokens):
         return IntentResult(None, "I only answer questions about how the land changed between two images, e.g. "
                             "'where did farmland get built over?'. What change should I look for?", 0.1, matched)

@@ -21,9 +21,9 @@ G = ("tree", "low_vegetation")
 W = ("water", "low_vegetation")
 
 CONCEPT_PHRASES: dict[tuple[str, ...], str] = {
-    ("water",): "watercourse, water course, flooded area, flood water, standing water, storm surge, sea and ocean, "
+    ("water",): "tide, watercourse, water course, flooded area, flood water, standing water, storm surge, sea and ocean, "
     "irrigation pond",
-    ("tree",): "hedge, broadleaf, broadleaved, coniferous, deciduous, evergreen, forested, woody, olive, "
+    ("tree",): "hedge, oil palm, palm, broadleaf, broadleaved, coniferous, deciduous, evergreen, forested, woody, olive, "
     "broad leaved, olive grove, fruit tree, agro forestry, agroforestry, mangrove forest, woody vegetation, "
     "tall vegetation, tall plant, tree stand, berry plantation, woodlot, tree nursery",
     ("low_vegetation",): "grassy, paddock, ranch, cattle, livestock, grazing, verge, tundra, common land, heather, hay, "
@@ -52,7 +52,7 @@ CONCEPT_PHRASES: dict[tuple[str, ...], str] = {
     V: "green, natural cover",
     ("low_vegetation", "cropland"): "green belt, greenbelt",
     G: "green urban area, natural vegetation",
-    W: "reed, reeds, flooded vegetation, herbaceous wetland, salt marsh, peat bog, inland marsh, reed bed, woody wetland, "
+    W: "reed, reeds, saltmarsh, wetland meadow, wet meadow, water meadow, flood meadow, flooded vegetation, herbaceous wetland, salt marsh, peat bog, inland marsh, reed bed, woody wetland, "
     "emergent herbaceous wetland, permanent wetland",
     G: "woody savanna, natural vegetation mosaic",
 }
@@ -131,7 +131,7 @@ CLAUSE_PHRASES = ("after", "following", "since", "due to", "because of")
 # Verbs that make "in / across / through / among" mean "on former X" ("a road cut across the fields").
 APPEAR_VERBS = frozenset("appear appeared appearing cut built build constructed put popped sprang sprung emerged "
                          "developed established erected laid opened form formed forming show showed shows shown "
-                         "appears".split())
+                         "appears carve carved carving".split())
 PLACEMENT_WORDS = frozenset("in across through inside within among amid throughout".split())
 
 # Phenomena that name a transition without naming both classes (regex over lower-cased text -> canonical text).
@@ -145,6 +145,8 @@ PHENOMENA: tuple[tuple[str, str], ...] = (
      r"encroach\w*)\s+inland",
      " sea advance "),
     # land won from the water
+    (r"\b(?:delta|coast\w*|shore\w*|land|beach\w*|spit|sandbank)\b(?:\s+\w+){0,2}?\s+(?:grow\w*|grew|grown|advanc\w*|extend\w*|"
+     r"build\w*\s+out|prograd\w*)\s+(?:out\s+)?(?:into|seaward\w*)", " water retreat "),
     (r"\b(?:gain\w*|reclaim\w*|won|win)\s+(?:\w+\s+){0,2}?from\s+the\s+(?:sea|ocean|lake|water|river)", " water retreat "),
     # a water body that drops and exposes its bed
     (r"\bexpos\w*\s+(?:the\s+)?(?:bed|riverbed|lakebed|bottom|mud|sand|shore)\b", " leaving bare ground "),

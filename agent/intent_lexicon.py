@@ -109,7 +109,10 @@ GROWTH_COMPARATIVES = frozenset("bigger larger greater wider".split())
 APPEAR_PHRASES = ("go in", "went in", "gone in", "put in", "going in", "go up", "went up", "gone up", "popped up", "pop up", "sprung up", "sprang up", "put up", "set up",
                   "going up", "springing up", "came up", "come in", "came in", "coming in", "coming back", "comes back", "show up", "showed up", "shows up", "grow back", "grew back", "come back", "came back")
 GENERIC_CHANGE = frozenset("change changed changes changing different difference differences happen happened "
-                           "happening altered alteration transformed transformation modified anything doing".split())
+                           "happening altered alteration transformed transformation modified anything doing compare".split())
+# Questions about what stayed the same: a ChangeQuery names changes only, so these are asked back.
+STABLE_PHRASES = ("nothing change", "nothing changed", "no change", "unchanged", "stayed the same", "remained the same",
+                  "stay the same", "did not change", "didn t change", "not changed", "stayed intact", "remained intact")
 # Requests that are not about land change at all: asked back, never read as a query.
 OFF_TOPIC = frozenset("poem joke story song recipe weather forecast translate essay limerick haiku".split())
 
@@ -128,7 +131,8 @@ FORWARD_PHRASES = ("replaced by", "replaced with", "gave way to", "give way to",
 REVERSE_WORDS = frozenset("cover covered covering swallowed swallow replaced replace invaded invade overtook "
                           "overtaken engulfed encroached former old formerly previously replacing replaces bury buried buries hit hits struck damaged "
                           "overran overwhelmed scar scars scarred claim claims claimed consume consumed consumes "
-                          "consuming devour devoured overrun reclaim reclaims eating eats".split())
+                          "consuming devour devoured overrun reclaim reclaims eating eats erode erodes eroded eroding wipe wiped "
+                          "wipes".split())
 # Prepositions that mean "on top of the former X"; weaker than a forward verb ("the grass on the left became a road").
 REVERSE_PREPOSITIONS = frozenset("on onto over upon".split())
 FORWARD_WORDS = frozenset("to into become became becoming turned turn converted conversion for leaving now then "

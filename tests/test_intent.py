@@ -189,9 +189,11 @@ def test_field_confidence_and_asking_back_when_unsure():
     assert unsure.query.area.sector == "north"
 
 
-def test_off_topic_and_place_words():
+def test_off_topic_stable_and_place_words():
     res = parse_question("write me a poem about rivers")
     assert res.query is None and res.clarify
+    stable = parse_question("which forests stayed the same?")  # a ChangeQuery names changes only
+    assert stable.query is None and "stayed the same" in stable.clarify
     assert q("which meadows along the river were flooded?").from_classes == ["low_vegetation"]  # the river is a place
     assert q("where were roads built next to the distribution centre?").area.kind == "scene"
 
