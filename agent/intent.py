@@ -1,31 +1,32 @@
 """Question -> `ChangeQuery` without an LLM: a lexicon plus wordllama word-embedding similarity.
 
 `parse_question(text, previous)` reads a vague question ("where did farmland get built over?") into
-the explicit change-of-interest (ReasonCD's first stage) and says why (`matched`, `rationale`).
-Deterministic: no randomness, the same text always gives the same result. Offline: wordllama's
-16 MB weights and tokenizer ship inside its wheel and are loaded from the package folder.
+the explicit change-of-interest (ReasonCD's first stage) and says why (`matched`, `rationale`), with
+a confidence per field; a field it is unsure of is asked back (`clarify`), the reading offered as the
+guess. Steps: area and size (intent_areas), phenomena rewritten to canonical words and class mentions
+found (intent_roles, intent_vocab), scope (negation, exclusion, place and clause words), then from / to
+roles from connectors and cues. Deterministic: the same text always gives the same result. Offline:
+wordllama's weights and tokenizer ship inside its wheel (intent_vocab).
 """
 
 from __future__ import annotations
 
-import difflib
-import functools
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from geodelta.agent import intent_concepts as C
 from geodelta.agent import intent_lexicon as L
+from geodelta.agent import intent_vocab as V
 from geodelta.agent.intent_areas import AreaReading, read_area, read_min_area
+from geodelta.agent.intent_roles import placement_reverse, rewrite_phenomena, scope
+from geodelta.agent.intent_vocab import load_wordllama
 from geodelta.contracts import VOCABULARY, ChangeQuery
 
-# Cosine similarity (wordllama l2_supercat, 256-d) above which an unknown word is read as the nearest
-# lexicon phrase; 0.5 keeps plural/derived forms ("woodlands" 0.87, "urbanization" 0.84) and rejects
-# function words (< 0.35) on the tune split. Typos go through difflib first (ratio >= 0.84).
-EMBED_MIN_SIM = 0.5
-TYPO_MIN_RATIO = 0.84
+__all__ = ["ASK_BELOW", "IntentResult", "load_wordllama", "parse_question", "warm_up"]
+
+# A field whose confidence is below this is asked back (the reading is offered as the guess).
+ASK_BELOW = 0.55
 
 
 @dataclass(frozen=True)
@@ -36,107 +37,15 @@ class IntentResult:
     clarify: str | None = None
     confidence: float = 0.0
     matched: dict[str, Any] = field(default_factory=dict)
+    field_confidence: dict[str, float] = field(default_factory=dict)  # "from", "to", "direction" -> 0..1
 
 
-@functools.cache
-def load_wordllama():
-    """wordllama's bundled model, loaded from the installed package folder (no network, once per process).
-
-    `WordLlama.load(disable_download=True)` alone looks for the tokenizer in the wrong folder; passing the
-    package folder as `cache_dir` resolves both the weights and the tokenizer config from the wheel.
-    """
-    import wordllama
-    from wordllama import WordLlama
-
-    return WordLlama.load(cache_dir=Path(wordllama.__file__).parent, disable_download=True)
-
-
-def _stem(word: str) -> str:
-    """Light plural stemming so "lakes", "marshes", "paddies" hit the lexicon."""
-    if len(word) > 4 and word.endswith("ies"):
-        return word[:-3] + "y"
-    if len(word) > 4 and word.endswith(("ches", "shes", "sses", "xes")):
-        return word[:-2]
-    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
-        return word[:-1]
-    return word
-
-
-def _key(words: list[str] | tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(_stem(w) for w in words)
-
-
-@dataclass(frozen=True)
-class _Entry:
-    kind: str  # "class" | "role" | "fire" | "transition" | "oov" | "appear_phrase"
-    classes: tuple[str, ...] = ()
-    role: str | None = None
-    to: tuple[str, ...] = ()
-    label: str = ""
-
-
-@functools.cache
-def _lexicon() -> dict[tuple[str, ...], _Entry]:
-    """Stemmed phrase -> entry; role-bearing phrases win over plain class phrases."""
-    lex: dict[tuple[str, ...], _Entry] = {}
-    for classes, text in L.CLASS_PHRASES.items():
-        singles, *multi = text.split(",")  # "w1 w2 ..., phrase one, phrase two"
-        for p in [[w] for w in singles.split()] + [m.split() for m in multi]:
-            lex[_key(p)] = _Entry("class", tuple(classes))
-    for p, (classes, role) in L.ROLE_PHRASES.items():
-        lex[_key(p.split())] = _Entry("role", classes, role)
-    for p in L.FIRE_PHRASES:
-        lex[_key(p.split())] = _Entry("fire", ("bare_ground",), "to")
-    for p, (frm, to) in L.TRANSITION_PHRASES.items():
-        lex[_key(p.split())] = _Entry("transition", frm, "from", to)
-    for p, label in L.OUT_OF_VOCABULARY.items():
-        lex[_key(p.split())] = _Entry("oov", ("other",), None, label=label)
-    for p in L.APPEAR_PHRASES:
-        lex[_key(p.split())] = _Entry("appear_phrase")
-    return lex
-
-
-@functools.cache
-def _known_words() -> tuple[str, ...]:
-    """Every word the parser knows, sorted (difflib typo correction is then deterministic)."""
-    words = {w for k in _lexicon() for w in k} | L.APPEAR | L.DISAPPEAR | L.GENERIC_CHANGE | L.STOPWORDS
-    words |= L.FORWARD_WORDS | L.REVERSE_WORDS | L.EXPANSION_VERBS | set(L.VERTICAL) | set(L.HORIZONTAL)
-    words |= set(L.COMPOUND_SECTORS) | L.CENTRE | L.PART_WORDS | L.OFF_WORLD
-    return tuple(sorted(words))
-
-
-@functools.cache
-def _embedding_table() -> tuple[tuple[tuple[str, ...], ...], np.ndarray]:
-    """Single-word lexicon phrases and their unit-norm wordllama embeddings, shape (n, 256) float32."""
-    keys = tuple(sorted(k for k, e in _lexicon().items() if len(k) == 1 and e.kind in ("class", "role", "fire")))
-    emb = load_wordllama().embed([k[0] for k in keys], norm=True)
-    return keys, emb
-
-
-def _nearest(word: str) -> tuple[tuple[str, ...] | None, float]:
-    keys, emb = _embedding_table()
-    v = load_wordllama().embed([word], norm=True)[0]
-    sims = emb @ v
-    i = int(np.argmax(sims))
-    return keys[i], float(sims[i])
-
-
-_TOKEN = re.compile(r"[a-z]+|->|,|&")
-
-
-def _tokenise(text: str, matched: dict[str, Any]) -> list[str]:
-    """Lower-case word tokens; unknown words of 5+ letters are typo-corrected against the lexicon."""
-    out = []
-    known = set(_known_words())
-    for tok in _TOKEN.findall(text.lower().replace("’", "'").replace("'d ", " did ")):
-        if tok.isalpha() and len(tok) >= 5 and tok not in known and _stem(tok) not in known:
-            close = difflib.get_close_matches(tok, _known_words(), n=1, cutoff=TYPO_MIN_RATIO) or \
-                difflib.get_close_matches(_stem(tok), _known_words(), n=1, cutoff=TYPO_MIN_RATIO)
-            if close:
-                matched.setdefault("typos", {})[tok] = close[0]
-                tok = close[0]
-        out.append(tok)
-    return out
+def warm_up() -> None:
+    """Load wordllama and embed the lexicon now (about a second), so the first question is as fast as the rest."""
+    V.embedding_table()
+    V.known_set()
+    V.by_first_letter()
+    parse_question("where did farmland get built over in the north, at least 1 ha?")  # first-call costs (regexes, pydantic)
 
 
 @dataclass
@@ -148,12 +57,14 @@ class _Mention:
     text: str
     fire: bool = False
     fixed: bool = False  # the role came from the lexicon ("deforestation"), not from the sentence
+    state: bool = False  # made from absence ("without any plants"): the state after the change
+    sim: float = 1.0  # 1 for a lexicon phrase; the cosine similarity for an embedding match
 
 
 def _mentions(tokens: list[str], matched: dict[str, Any]) -> tuple[list[_Mention], list[str], set[int]]:
     """Longest-first phrase matching, then embedding similarity for leftover content words."""
-    lex = _lexicon()
-    stems = [_stem(t) for t in tokens]
+    lex = V.lexicon()
+    stems = [V.stem(t) for t in tokens]
     mentions: list[_Mention] = []
     oov: list[str] = []
     used: set[int] = set()
@@ -178,11 +89,11 @@ def _mentions(tokens: list[str], matched: dict[str, Any]) -> tuple[list[_Mention
             break
         else:
             tok = tokens[i]
-            if tok.isalpha() and len(tok) >= 4 and tok not in _known_words() and _stem(tok) not in _known_words():
-                key, sim = _nearest(tok)
-                if key is not None and sim >= EMBED_MIN_SIM:
+            if tok.isalpha() and len(tok) >= 4 and tok not in V.known_set() and V.stem(tok) not in V.known_set():
+                key, sim = V.nearest(tok)
+                if key is not None and V.accept(tok, key[0], sim):
                     e = lex[key]
-                    mentions.append(_Mention(i, i + 1, e.classes, e.role, tok, fire=e.kind == "fire"))
+                    mentions.append(_Mention(i, i + 1, e.classes, e.role, tok, fire=e.kind == "fire", sim=sim))
                     matched.setdefault("embedding", {})[tok] = {"nearest": key[0], "similarity": round(sim, 3)}
                     matched.setdefault("classes", {})[tok] = list(e.classes)
                     used.add(i)
@@ -201,7 +112,8 @@ def _merge(mentions: list[_Mention], tokens: list[str]) -> list[_Mention]:
             conj = (not gap and same) or (gap and set(gap) <= L.CONJUNCTIONS and set(gap) & {"and", "or", ",", "&", "plus", "nor"})
             if (same or conj) and (g.role is None or m.role is None or g.role == m.role) and not (g.start == m.start):
                 classes = tuple(c for c in VOCABULARY if c in set(g.classes) | set(m.classes))
-                groups[-1] = _Mention(g.start, m.end, classes, g.role or m.role, f"{g.text} {m.text}", g.fire or m.fire)
+                groups[-1] = _Mention(g.start, m.end, classes, g.role or m.role, f"{g.text} {m.text}", g.fire or m.fire,
+                                      state=g.state or m.state, sim=min(g.sim, m.sim))
                 continue
         groups.append(m)
     return groups
@@ -211,25 +123,40 @@ def _connector(tokens: list[str], a: _Mention, b: _Mention) -> str | None:
     """'forward' (a before, b after), 'reverse' (b before, a after) or None, from the words between."""
     gap = " ".join(tokens[a.end:b.start])
     words = gap.split()
+    if any(p in gap for p in C.PASSIVE_PHRASES):
+        return "forward"
+    if any(w in L.REVERSE_WORDS and "by" in words[i + 1:i + 3] for i, w in enumerate(words)):
+        return "forward"  # passive voice: "X was wiped out by Y", "X got swallowed up by Y"
     if any(p in gap for p in L.REVERSE_PHRASES):
         return "reverse"
     if any(p in gap for p in L.FORWARD_PHRASES):
         return "forward"
+    if placement_reverse(words, tokens[b.end:b.end + 3]):
+        return "reverse"
     if {"into", "onto", "on", "over", "upon"} & set(words) and L.EXPANSION_VERBS & set(tokens[: b.start]):
         return "reverse"
     if L.REVERSE_WORDS & set(words):
         return "reverse"
     if L.FORWARD_WORDS & set(words) or "->" in words:
         return "forward"
+    if L.REVERSE_PREPOSITIONS & set(words):
+        return "reverse"
     return None
 
 
-def _assign_roles(groups: list[_Mention], tokens: list[str], cues: dict[str, int]) -> None:
-    """Give every group a role ('from' before / 'to' after) from connectors, fixed roles and cues."""
+def _assign_roles(groups: list[_Mention], tokens: list[str], cues: dict[str, int]) -> dict[str, float]:
+    """Give every group a role ('from' before / 'to' after) from connectors, fixed roles and cues.
+
+    Returns how sure the roles ("roles": which mention is before / after) and the direction are: 1 when
+    words decided them, lower when only word order (0.6) or the absence of any cue (0.5) did.
+    """
+    conf, dir_conf = 1.0, 1.0
     for a, b in zip(groups, groups[1:]):
         if a.role and b.role:
             continue
         conn = _connector(tokens, a, b)
+        if conn is None and a.role is None and b.role is None and not b.state:
+            conf = min(conf, 0.6)
         if conn == "forward" or (conn is None and a.role is None and b.role is None):
             a.role, b.role = a.role or "from", b.role or "to"
             if a.role == b.role:  # a fixed role wins; the other side takes the opposite
@@ -242,12 +169,33 @@ def _assign_roles(groups: list[_Mention], tokens: list[str], cues: dict[str, int
             a.role, b.role = a.role or other, b.role or other
     if len(groups) == 1 and groups[0].role is None:
         g = groups[0]
-        g.role = "to" if cues["appear"] > cues["disappear"] else "from"
+        before, after = set(tokens[max(0, g.start - 3):g.start]), set(tokens[g.end:g.end + 3])
+        near = " ".join(tokens[max(0, g.start - 5):g.end + 4])
+        tail = tokens[g.end:g.end + 4]
+        verb_at = next((i for i, t in enumerate(tail) if t in L.REVERSE_WORDS), None)
+        if verb_at is not None and verb_at + 1 < len(tail) and tail[verb_at + 1] not in ("by", "with", ".", "?", ",") \
+                and not L.REVERSE_WORDS & before:
+            g.role = "to"  # "where did water replace land": the mention is the new thing
+        elif L.REVERSE_WORDS & (before | after) or any(p in near for p in L.REVERSE_PHRASES):
+            g.role = "from"  # "what replaced the orchards", "where the lake used to be"
+        elif g.state or cues["appear"] > cues["disappear"]:
+            g.role = "to"
+        elif cues["disappear"]:
+            g.role = "from"
+        elif L.FORWARD_WORDS & before and not L.FORWARD_WORDS & after:  # "what became forest"
+            g.role = "to"
+        else:  # "what did the farmland become", "how did the forest change"
+            g.role = "from"
+            if not (cues["generic"] or L.FORWARD_WORDS & after):
+                dir_conf = 0.5
+    return {"roles": conf, "direction": min(conf, dir_conf)}
 
 
 def _cues(tokens: list[str], used: set[int]) -> dict[str, int]:
     text = " ".join(tokens)
-    appear = sum(t in L.APPEAR for i, t in enumerate(tokens) if i not in used) + sum(p in text for p in L.APPEAR_PHRASES)
+    appear = sum(t in L.APPEAR or (t in L.GROWTH_COMPARATIVES and nxt != "than")
+                 for i, (t, nxt) in enumerate(zip(tokens, [*tokens[1:], ""])) if i not in used)
+    appear += sum(p in text for p in L.APPEAR_PHRASES)
     disappear = sum(t in L.DISAPPEAR for i, t in enumerate(tokens) if i not in used)
     if any(p in text for p in L.APPEAR_PHRASES):
         disappear -= sum(t in ("go", "went", "gone") for t in tokens)
@@ -292,13 +240,21 @@ def parse_question(text: str, previous: ChangeQuery | None = None) -> IntentResu
         matched["area"] = area.note
     if min_area is not None:
         matched["min_area"] = min_area[1]
-    tokens = _tokenise(rest, matched)
+    tokens = V.tokenise(rewrite_phenomena(_split_mixes(rest), matched), matched)
+    if any(p in " ".join(tokens) for p in L.STABLE_PHRASES):
+        return IntentResult(None, "I find changes between the two images, not what stayed the same. Which change should I "
+                            "look for (e.g. 'where was forest lost?')? Everything outside the changes I find stayed the same.",
+                            0.1, matched)
+    if L.OFF_TOPIC & set(tokens):
+        return IntentResult(None, "I only answer questions about how the land changed between two images, e.g. "
+                            "'where did farmland get built over?'. What change should I look for?", 0.1, matched)
     mentions, oov, used = _mentions(tokens, matched)
+    mentions = _question_sentence(tokens, scope(tokens, mentions, matched), matched)
     cues = _cues(tokens, used)
     groups = _merge(mentions, tokens)
     for g in groups:
         g.fixed = g.role is not None
-    _assign_roles(groups, tokens, cues)
+    role_conf = _assign_roles(groups, tokens, cues)
     frm, to = _classes(groups, "from"), _classes(groups, "to")
     if any(g.fire for g in groups) and not frm:
         frm = list(L.FIRE_FROM)
@@ -308,7 +264,7 @@ def parse_question(text: str, previous: ChangeQuery | None = None) -> IntentResu
     elif to:
         direction = "appear"
     elif frm:
-        named_loss = cues["disappear"] or any(g.fixed for g in groups) or not cues["generic"]
+        named_loss = (cues["disappear"] or any(g.fixed for g in groups) or not cues["generic"]) and role_conf["direction"] >= ASK_BELOW
         direction = "disappear" if named_loss else "any"
     else:
         direction = "appear" if cues["appear"] > cues["disappear"] else "disappear" if cues["disappear"] else "any"
@@ -343,9 +299,53 @@ def parse_question(text: str, previous: ChangeQuery | None = None) -> IntentResu
                     min_area_m2=min_m2, report=report)
     q = q.model_copy(update={"rationale": _rationale(q, area if area.area is not None or area_model is None else AreaReading(area_model))})
     matched["roles"] = {g.text: g.role for g in groups}
+    fields = _field_confidence(groups, role_conf, inherited)
+    matched["field_confidence"] = fields
     confidence = 0.9 if groups else (0.8 if inherited else 0.6)
     confidence -= 0.05 * len(matched.get("typos", {})) + 0.1 * len(matched.get("embedding", {})) + (0.1 if area.note else 0)
-    return IntentResult(q, None, round(max(confidence, 0.2), 2), matched)
+    confidence = round(max(min(confidence, *fields.values()), 0.2), 2)
+    unsure = sorted(f for f, c in fields.items() if c < ASK_BELOW)
+    if unsure:
+        ask = (f"I am not sure of the {' and '.join(unsure)} of this question. {q.rationale} Is that what you mean? "
+               "Answer yes, or say what changed into what (e.g. 'forest to cropland').")
+        return IntentResult(q, ask, confidence, matched, fields)
+    return IntentResult(q, None, confidence, matched, fields)
+
+
+def _field_confidence(groups: list[_Mention], role_conf: dict[str, float], inherited: bool) -> dict[str, float]:
+    """Confidence per field: the weakest class match on that side, and how surely the roles were given."""
+    if inherited:
+        return {"from": 1.0, "to": 1.0, "direction": 1.0}
+    side = {r: min([g.sim for g in groups if g.role == r] or [1.0]) for r in ("from", "to")}
+    return {"from": round(min(side["from"], role_conf["roles"]), 2), "to": round(min(side["to"], role_conf["roles"]), 2),
+            "direction": round(role_conf["direction"], 2)}
+
+
+def _question_sentence(tokens: list[str], mentions: list[_Mention], matched: dict[str, Any]) -> list[_Mention]:
+    """"I farm here. Which fields flooded?": with several sentences, only the question's mentions count,
+    unless the question points back with a pronoun ("We manage the reservoir. Has it shrunk?")."""
+    ends = [i for i, t in enumerate(tokens) if t in (".", "?")]
+    if not mentions or not any(e < len(tokens) - 1 for e in ends):
+        return mentions
+    bounds = [-1, *ends, len(tokens)]
+    spans = [(a + 1, b) for a, b in zip(bounds, bounds[1:]) if b > a + 1]
+    question = next((sp for sp in reversed(spans) if sp[1] < len(tokens) and tokens[sp[1]] == "?"), spans[-1])
+    inside = [m for m in mentions if question[0] <= m.start < question[1]]
+    pronoun = {"it", "they", "them", "its", "their", "this", "that", "these", "those"} & set(tokens[question[0]:question[1]])
+    if inside and len(inside) < len(mentions) and not pronoun:
+        matched["context_only"] = [m.text for m in mentions if m not in inside]
+        return inside
+    return mentions
+
+
+def _split_mixes(text: str) -> str:
+    """"woodland-shrub", "tree-grass": two class words joined by a hyphen name a mix of both ("and")."""
+    def mix(m: re.Match[str]) -> str:
+        a, b = (V.lexicon().get(V.key([w])) for w in m.groups())
+        both = a is not None and b is not None and a.kind == b.kind == "class" and a.classes != b.classes
+        return f"{m.group(1)} and {m.group(2)}" if both else m.group(0)
+
+    return re.sub(r"\b([a-z]+)-([a-z]+)\b", mix, text)
 
 
 def _is_follow_up(tokens: list[str]) -> bool:

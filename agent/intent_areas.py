@@ -84,9 +84,10 @@ def _sector(words: list[str]) -> tuple[str | None, str | None]:
             elif w not in L.WEAK_SECTOR_WORDS or nxt is None or nxt in L.PART_WORDS:
                 found.append(v)
         elif w in L.HORIZONTAL and prev not in L.VERTICAL:
-            if w not in L.WEAK_SECTOR_WORDS or nxt is None or nxt in L.PART_WORDS or prev in ("the", "far"):
+            if w not in L.WEAK_SECTOR_WORDS or nxt in L.PART_WORDS or prev in ("the", "far", "to", "on") or (
+                    nxt is None and prev is None):  # "no grass left" is not the west
                 found.append(L.HORIZONTAL[w])
-        elif w in L.CENTRE:
+        elif w in L.CENTRE and prev not in L.CENTRE_OF_A_PLACE and nxt not in L.CENTRE_OF_A_THING:  # "distribution centre"
             found.append("centre")
     if len(set(found)) > 1:
         note = f"several areas named ({', '.join(dict.fromkeys(found))}); using the first, {found[0]}"
@@ -94,6 +95,10 @@ def _sector(words: list[str]) -> tuple[str | None, str | None]:
 
 
 _SECTOR_WORDS = sorted(w for w in set(L.COMPOUND_SECTORS) | set(L.VERTICAL) | set(L.HORIZONTAL) if len(w) >= 7)
+# Short compass typos ("sout-west", "nort"): one letter dropped, doubled or swapped in north / south only
+# (east / west are too close to ordinary words: "vast", "best").
+_SHORT_TYPOS = {t: w for w in ("north", "south") for t in
+                {w[:i] + w[i + 1:] for i in range(1, 5)} | {w[:i] + w[i + 1] + w[i] + w[i + 2:] for i in range(1, 4)}}
 
 
 def read_area(text: str) -> tuple[AreaReading, str]:
@@ -111,7 +116,7 @@ def read_area(text: str) -> tuple[AreaReading, str]:
                                "within ±90). Give it as west, south, east, north in degrees."), rest
         return AreaReading({"kind": "bbox", "bbox": [w, s, e, n]}), rest
     words = [difflib.get_close_matches(w, _SECTOR_WORDS, 1, 0.84)[0] if len(w) >= 7 and w not in _SECTOR_WORDS
-             and difflib.get_close_matches(w, _SECTOR_WORDS, 1, 0.84) else w for w in re.findall(r"[a-z]+", rest)]
+             and difflib.get_close_matches(w, _SECTOR_WORDS, 1, 0.84) else _SHORT_TYPOS.get(w, w) for w in re.findall(r"[a-z]+", rest)]
     sector, note = _sector(words)
     if sector is None:
         return AreaReading(), rest

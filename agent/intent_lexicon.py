@@ -1,6 +1,7 @@
 """The embedded planner's word lists: phrases -> land-cover classes, direction cues, connectors.
 
-Data only; `geodelta.agent.intent` reads it. Phrases are lower case and space separated (hyphens are
+Data only; `geodelta.agent.intent` reads it (with the broader concept lexicon of `intent_concepts`, which
+never overrides a phrase here). Phrases are lower case and space separated (hyphens are
 split before matching) and are matched longest-first after a light plural stemming, so "lakes" hits
 "lake". Words not listed here reach the vocabulary through wordllama similarity to these phrases.
 Grouping conventions (also used by benchmarks/intent_questions.jsonl):
@@ -41,7 +42,7 @@ CLASS_PHRASES: dict[tuple[str, ...], str] = {
     "built up area, urban area, parking lot, car park, housing estate, solar farm, solar park, solar panel, "
     "industrial estate, business park",
     V: "vegetation greenery plant, green cover, vegetation cover, plant cover",
-    G: "green space, green area, greenspace",
+    G: "greenspace, green space, green area",  # no single words: "green" alone is vegetation (intent_concepts)
     W: "wetland marsh swamp bog fen mire, reed bed",
 }
 
@@ -49,26 +50,34 @@ CLASS_PHRASES: dict[tuple[str, ...], str] = {
 ROLE_PHRASES: dict[str, tuple[tuple[str, ...], str]] = {}
 for _p in ("built over, built on, built up, paved over, paved, concreted over, concreted, developed, development, "
            "urbanisation, urbanization, urbanised, urbanized, urban sprawl, sprawl, sprawled, sprawling, construction, "
-           "constructed, build, built, new housing").split(", "):
+           "constructed, build, built, new housing, culverted, culvert, piped, land take, soil sealing, sealing, redeveloped, redevelopment, redevelop, rebuilt, rebuild").split(", "):
     ROLE_PHRASES[_p] = (("built_up",), "to")
-for _p in "flood, flooded, flooding, inundated, inundation, waterlogged, submerged, under water".split(", "):
+for _p in ("flood, flooded, flooding, inundated, inundation, waterlogged, submerged, under water, sea advance, "
+           "overflowed, overflowing, inundate, drown, drowned, drowning, submerge").split(", "):
     ROLE_PHRASES[_p] = (("water",), "to")
-for _p in ("deforestation, deforested, logging, logged, clear cut, clearcut, clear cutting, clearcutting, tree loss, "
+ROLE_PHRASES["water retreat"] = (("water",), "from")  # land won from the sea (intent_concepts.PHENOMENA)
+for _p in "plough, ploughed, ploughing, plowed, plowing, tilled, ploughed up, plough up, plowed up".split(", "):
+    ROLE_PHRASES[_p] = (("cropland",), "to")
+for _p in ("deforestation, deforested, logging, logged, logger, clear cut, clearcut, clear cutting, clearcutting, tree loss, "
            "forest loss").split(", "):
     ROLE_PHRASES[_p] = (("tree",), "from")
 for _p in "reforestation, afforestation, reforested, afforested, tree planting, planted tree".split(", "):
     ROLE_PHRASES[_p] = (("tree",), "to")
 for _p in "vegetated, revegetated, greener, greening, greened".split(", "):
     ROLE_PHRASES[_p] = (V, "to")
+for _p in "desertification, desertified, browning, browned, land degradation".split(", "):
+    ROLE_PHRASES[_p] = (("bare_ground",), "to")
+for _p in "wetter, waterlogging, ponding".split(", "):
+    ROLE_PHRASES[_p] = (("water",), "to")
 # fire: burnt ground reads as bare ground; the "from" side defaults to tree + low_vegetation.
 FIRE_PHRASES = ("burn, burned, burnt, burning, fire, wildfire, bushfire, forest fire, burn scar, fire scar, "
-                "scorched, charred, blaze").split(", ")
+                "scorched, charred, blaze, burnt area, burned area").split(", ")
 FIRE_FROM = G
 # phrase -> (from classes, to classes): a whole transition in one phrase.
 TRANSITION_PHRASES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     p: (("cropland",), ("bare_ground", "low_vegetation"))
     for p in "fields left fallow, field left fallow, fallow field, fallow land, left fallow, fallow".split(", ")
-}
+} | {p: (("cropland",), ("bare_ground",)) for p in "harvested, harvesting, reaped".split(", ")}
 
 # Classes outside the vocabulary: ask back, offering the closest reading.
 OUT_OF_VOCABULARY: dict[str, str] = {
@@ -80,28 +89,57 @@ APPEAR = frozenset("new newly appear appeared appearing appearance grow grew gro
                    "expanding expansion spread spreading increase increased increasing gain gained emerge emerged "
                    "more arise arisen rise rose extend extended enlarge enlarged regrow regrew regrown regrowth "
                    "recover recovered advance advanced encroach encroached added created establish established "
-                   "planted formed widen widened swell swelled swollen sprung popped".split())
+                   "planted formed widen widened swell swelled swollen sprung popped lush denser thicker thickened regenerate "
+                   "regenerated regenerating restored restore restoration refilled refill refilling replenished "
+                   "overgrown infill dug dig excavated replanted replanting sprouted mushroomed proliferated "
+                   "multiplied densified intensified colonised colonized materialised materialized erected installed "
+                   "rebounded flourished thrived arrived returned".split())
 DISAPPEAR = frozenset("disappear disappeared disappearing disappearance lost lose loss losing shrink shrank shrunk "
                       "shrinking shrinkage decline declined decrease decreased reduce reduced reduction vanish "
                       "vanished gone go went removed removal cleared clearing cut felled destroyed destruction "
                       "retreat retreated recede receded dried dry drained draining drought demolished demolition "
-                      "torn razed abandoned fewer less stripped diminished erode eroded erosion melt melted".split())
-APPEAR_PHRASES = ("go up", "went up", "gone up", "popped up", "pop up", "sprung up", "sprang up")
+                      "torn razed abandoned fewer less stripped diminished erode eroded erosion melt melted bulldozed "
+                      "flattened wiped knocked washed uprooted levelled leveled dropped drop fell fall falling sank "
+                      "thinned die died dying withered wither smaller narrower tinier rip ripped pulled wipe knock thin grubbed eradicated obliterated erased annihilated decimated "
+                      "devastated ravaged contracted contraction dwindled dwindling narrowed evaporated desiccated "
+                      "depleted chopped hacked dismantled gutted collapsed beating battered anymore stop stopped ceased cease empty emptied emptying abandonment abandon degradation degraded silted silt silting "
+                      "consumed".split())
+# Growth words that are also size words ("bigger than 2 ha" is read as a size first, so what is left is growth).
+GROWTH_COMPARATIVES = frozenset("bigger larger greater wider".split())
+APPEAR_PHRASES = ("go in", "went in", "gone in", "put in", "going in", "go up", "went up", "gone up", "popped up", "pop up", "sprung up", "sprang up", "put up", "set up",
+                  "going up", "springing up", "came up", "come in", "came in", "coming in", "coming back", "comes back", "show up", "showed up", "shows up", "grow back", "grew back", "come back", "came back")
 GENERIC_CHANGE = frozenset("change changed changes changing different difference differences happen happened "
-                           "happening altered alteration transformed transformation modified anything".split())
+                           "happening altered alteration transformed transformation modified anything doing compare".split())
+# Questions about what stayed the same: a ChangeQuery names changes only, so these are asked back.
+STABLE_PHRASES = ("nothing change", "nothing changed", "no change", "unchanged", "stayed the same", "remained the same",
+                  "stay the same", "did not change", "didn t change", "not changed", "stayed intact", "remained intact")
+# Requests that are not about land change at all: asked back, never read as a query.
+OFF_TOPIC = frozenset("poem joke story song recipe weather forecast translate essay limerick haiku".split())
 
 # Connectors between two class mentions. forward: first -> second; reverse: second -> first.
 REVERSE_PHRASES = ("at the expense of", "instead of", "in place of", "used to be", "took over", "take over",
-                   "taken over", "eat into", "ate into", "eaten into")
+                   "taken over", "eat into", "ate into", "eaten into", "eat away", "ate away", "eaten away",
+                   "eating away", "eating into", "cleared from", "carved out of", "carved from",
+                   "cut out of", "won from", "taken from", "reclaimed from", "cleared out of",
+                   "clear the", "clears the", "cleared the", "cleared away the", "rather than", "take the place of",
+                   "took the place of", "taken the place of", "in the place of")  # "farmers cleared the forest"
 FORWARD_PHRASES = ("replaced by", "replaced with", "gave way to", "give way to", "made way for", "make way for",
-                   "lost to", "turned into", "turned to", "converted to", "converted into", "changed to", "changed into")
-REVERSE_WORDS = frozenset("on onto over upon cover covered covering swallowed swallow replaced replace invaded "
-                          "invade overtook overtaken engulfed encroached former old formerly previously".split())
+                   "lost to", "turned into", "turned to", "converted to", "converted into", "changed to", "changed into",
+                   "buried by", "buried under", "covered by", "covered with", "destroyed by", "swallowed by",
+                   "given over to", "handed over to", "given up to", "made into", "receded from", "recede from",
+                   "retreated from", "withdrew from", "drained from", "drained off")
+REVERSE_WORDS = frozenset("cover covered covering swallowed swallow replaced replace invaded invade overtook "
+                          "overtaken engulfed encroached former old formerly previously replacing replaces bury buried buries hit hits struck damaged "
+                          "overran overwhelmed scar scars scarred claim claims claimed consume consumed consumes "
+                          "consuming devour devoured overrun reclaim reclaims eating eats erode erodes eroded eroding wipe wiped "
+                          "wipes".split())
+# Prepositions that mean "on top of the former X"; weaker than a forward verb ("the grass on the left became a road").
+REVERSE_PREPOSITIONS = frozenset("on onto over upon".split())
 FORWARD_WORDS = frozenset("to into become became becoming turned turn converted conversion for leaving now then "
                           "giving".split())
 EXPANSION_VERBS = frozenset("expand expanded expanding spread spreading sprawl sprawled sprawling grow grew grown "
                             "advance advanced encroach encroached eat ate creep crept push pushed move moved extend "
-                            "extended invade invaded".split())
+                            "extended invade invaded rise rose risen rising expansion".split())
 CONJUNCTIONS = frozenset("and or nor plus & , as well the a an some other new".split())
 
 # Area words (sectors of the scene frame, north up).
@@ -111,6 +149,10 @@ HORIZONTAL = {"west": "west", "western": "west", "left": "west", "east": "east",
 COMPOUND_SECTORS = {w + s: f"{v}-{h}" for v in ("north", "south") for h in ("west", "east") for w, s in
                     ((v + h, ""), (v + h, "ern"))}
 CENTRE = frozenset("centre center middle central".split())
+# "<word> centre" names a place or building, not the centre of the scene.
+CENTRE_OF_A_PLACE = frozenset("distribution shopping town city garden business community sports leisure visitor data "
+                              "health medical logistics fulfilment fulfillment retail conference civic village".split())
+CENTRE_OF_A_THING = frozenset("pivot pivots line lines point".split())  # "centre-pivot irrigation", "centre line"
 PART_WORDS = frozenset("half part third quarter edge side corner portion section area bit of region".split())
 WEAK_SECTOR_WORDS = frozenset("top bottom upper lower left right".split())
 

@@ -158,3 +158,25 @@ def test_registry_import_is_light():
     code = "import sys, geodelta.agent.models as m; m.list_backends(); print('langchain_openai' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_unsure_reading_asks_back_and_yes_keeps_the_guess():
+    """A field the planner is unsure of goes through the clarification path, not into a guessed query."""
+    first = [ask("forest in the north?", before="a.tif", after="b.tif")]
+    msg = next_step(first)
+    assert not msg.tool_calls and "not sure" in msg.additional_kwargs["geodelta_clarify"]
+    convo = [*first, msg, HumanMessage(content="yes", additional_kwargs={"geodelta": {"question": False}})]
+    convo, names = run_turn(convo)
+    assert names[:2] == ["set_query", "load_scene"]
+    set_q = next(m.tool_calls[0] for m in convo if isinstance(m, AIMessage) and m.tool_calls)
+    assert set_q["args"]["from_classes"] == ["tree"] and set_q["args"]["area"] == {"kind": "sector", "sector": "north"}
+
+
+def test_unsure_reading_corrected_by_the_reply():
+    first = [ask("forest in the north?", before="a.tif", after="b.tif")]
+    convo = [*first, next_step(first),
+             HumanMessage(content="forest turned into cropland", additional_kwargs={"geodelta": {"question": False}})]
+    convo, _ = run_turn(convo)
+    set_q = next(m.tool_calls[0] for m in convo if isinstance(m, AIMessage) and m.tool_calls)
+    assert (set_q["args"]["from_classes"], set_q["args"]["to_classes"]) == (["tree"], ["cropland"])
+    assert set_q["args"]["area"] == {"kind": "sector", "sector": "north"}  # the reply did not name an area

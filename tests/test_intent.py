@@ -11,10 +11,11 @@ import pytest
 from geodelta.agent.intent import load_wordllama, parse_question
 from geodelta.contracts import ChangeQuery
 
-# Measured on benchmarks/intent_questions.jsonl (all fields right): tune 41/41, heldout 67/67, blind 24/32
-# on its first scoring. Floors sit a little below so a regression fails and small wording changes do not.
-HELDOUT_ALL_FIELDS_FLOOR = 0.95
-BLIND_ALL_FIELDS_FLOOR = 0.70
+# Measured over every benchmarks/intent_questions*.jsonl (all fields right, asked-back rows count as not
+# right) after issue 16: heldout 182/190 (the 31 "uz" rows, never tuned on, 23/31), blind 149/155 (core
+# 29/32, users 120/123). Floors sit a little below so a regression fails and small wording changes do not.
+HELDOUT_ALL_FIELDS_FLOOR = 0.93
+BLIND_ALL_FIELDS_FLOOR = 0.92
 
 
 def q(text: str, previous: ChangeQuery | None = None) -> ChangeQuery:
@@ -128,6 +129,95 @@ def test_benchmark_accuracy_floor():
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     res = bench.bench_intent()["splits"]
-    assert res["heldout"]["n"] >= 60 and res["tune"]["n"] >= 35
+    assert res["heldout"]["n"] >= 190 and res["tune"]["n"] >= 450 and res["blind"]["n"] >= 155
     assert res["heldout"]["all"] >= HELDOUT_ALL_FIELDS_FLOOR
     assert res["blind"]["all"] >= BLIND_ALL_FIELDS_FLOOR
+
+
+@pytest.mark.parametrize(
+    ("text", "frm", "to", "direction"),
+    [
+        # negation and compounds (issue 16)
+        ("where is the ground now without any plants?", [], ["bare_ground"], "appear"),
+        ("where did short, low-growing plants spread?", [], ["low_vegetation"], "appear"),
+        ("where did vegetation other than crops disappear?", ["tree", "low_vegetation"], [], "disappear"),
+        ("ignore the roads: where did the forest shrink?", ["tree"], [], "disappear"),
+        ("where did tall woody vegetation grow back?", [], ["tree"], "appear"),
+        # things outside the core lexicon, mapped to the nearest class
+        ("where did the sports pitches disappear?", ["low_vegetation"], [], "disappear"),
+        ("has the airfield grown", [], ["built_up"], "appear"),
+        ("were the meadows turned into car parks?", ["low_vegetation"], ["built_up"], "convert"),
+        ("where were solar farms built on cropland?", ["cropland"], ["built_up"], "convert"),
+        ("has the quarry expanded?", [], ["bare_ground"], "appear"),
+        ("where did greenhouses replace orchards?", ["tree"], ["built_up"], "convert"),
+        ("were the vineyards flooded?", ["cropland"], ["water"], "convert"),
+        ("where did the wetlands dry out?", ["water", "low_vegetation"], [], "disappear"),
+        ("where have field margins been lost?", ["low_vegetation"], [], "disappear"),
+        # roles and direction
+        ("a new road cut across the fields", ["cropland"], ["built_up"], "convert"),
+        ("fields paved over", ["cropland"], ["built_up"], "convert"),
+        ("woodland cleared for crops", ["tree"], ["cropland"], "convert"),
+        ("where did the town lose buildings", ["built_up"], [], "disappear"),
+        ("where did illegal settlements appear in the forest?", ["tree"], ["built_up"], "convert"),
+        ("what replaced the orchards?", ["tree"], [], "disappear"),
+        ("where did the forest grow back after logging?", [], ["tree"], "appear"),
+        # phenomena
+        ("where did the shore retreat?", [], ["water"], "appear"),
+        ("did the reservoir shrink?", ["water"], [], "disappear"),
+        ("where did the river flood?", [], ["water"], "appear"),
+        ("which fields were left fallow?", ["cropland"], ["low_vegetation", "bare_ground"], "convert"),
+        ("where did the river burst its banks?", [], ["water"], "appear"),
+        ("where was land reclaimed from the sea?", ["water"], [], "disappear"),
+        # several sentences: the question's own mentions, unless it points back with a pronoun
+        ("I farm here. Which fields flooded?", ["cropland"], ["water"], "convert"),
+        ("We manage the reservoir. Has it shrunk since the first image?", ["water"], [], "disappear"),
+        ("where did water replace land?", [], ["water"], "appear"),
+    ],
+)
+def test_issue_16_families(text, frm, to, direction):
+    got = q(text)
+    assert (got.from_classes, got.to_classes, got.direction) == (frm, to, direction)
+
+
+def test_field_confidence_and_asking_back_when_unsure():
+    sure = parse_question("where was woodland cleared for crops?")
+    assert sure.clarify is None and min(sure.field_confidence.values()) == 1.0
+    unsure = parse_question("forest in the north?")  # a class but no word saying what happened to it
+    assert unsure.clarify and "yes" in unsure.clarify
+    assert unsure.field_confidence["direction"] < 0.55 and unsure.field_confidence["from"] == 1.0
+    assert unsure.query is not None and unsure.query.from_classes == ["tree"] and unsure.query.direction == "any"
+    assert unsure.query.area.sector == "north"
+
+
+def test_off_topic_stable_and_place_words():
+    res = parse_question("write me a poem about rivers")
+    assert res.query is None and res.clarify
+    stable = parse_question("which forests stayed the same?")  # a ChangeQuery names changes only
+    assert stable.query is None and "stayed the same" in stable.clarify
+    assert q("which meadows along the river were flooded?").from_classes == ["low_vegetation"]  # the river is a place
+    assert q("where were roads built next to the distribution centre?").area.kind == "scene"
+
+
+def test_embedding_fallback_rejects_false_friends():
+    res = parse_question("which fields were harvested by the logistics firm")
+    assert "embedding" not in res.matched or "logistics" not in res.matched["embedding"]
+    assert parse_question("where did the woodlands shrink").query.from_classes == ["tree"]
+
+
+def test_bench_counts_asked_apart(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "intent.py"
+    spec = importlib.util.spec_from_file_location("geodelta_bench_intent_asked", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    exp = {"from_classes": ["tree"], "to_classes": [], "direction": "any", "area": {"kind": "scene"}, "min_area_m2": 0}
+    rows = [{"id": "a", "split": "blind", "question": "forest?", "expected": exp},
+            {"id": "b", "split": "blind", "question": "how did the forest change?", "expected": exp},
+            {"id": "c", "split": "blind", "question": "new buildings", "expected": exp}]
+    f = tmp_path / "intent_questions_x.jsonl"
+    f.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    s = bench.bench_intent(f)["splits"]["blind"]
+    assert (s["n"], s["all"], s["asked"], round(s["wrong"], 6)) == (3, 1 / 3, 1 / 3, round(1 / 3, 6))

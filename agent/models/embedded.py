@@ -174,6 +174,11 @@ def _resolve_query(t: Thread) -> AIMessage | None:
             return AIMessage(content=res.clarify, additional_kwargs={"geodelta_clarify": res.clarify})
         better = parse_question(texts[-1], res.query) if texts else None
         if better is not None and better.query is not None and not better.clarify:
+            if res.query is not None:  # the reply answers what was unsure; where and how big stay the question's
+                keep = {k: getattr(res.query, k) for k in ("area", "min_area_m2")
+                        if getattr(better.query, k) == ChangeQuery.model_fields[k].get_default(call_default_factory=True)}
+                better = type(better)(better.query.model_copy(update=keep), None, better.confidence, better.matched,
+                                      better.field_confidence)
             res = better
         elif res.query is None:
             return AIMessage(content=f"I could not resolve the question: {res.clarify}")
