@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from affine import Affine
 from rasterio.crs import CRS
@@ -19,6 +20,21 @@ from geodelta.contracts import Region
 from geodelta.errors import ToolInputError
 from geodelta.perception.grid import Grid
 from geodelta.perception.io import AlignedPair, open_pair
+
+
+T = TypeVar("T")
+
+
+def _stamp(files: Iterable[Path]) -> tuple:
+    """(path, mtime_ns, size) of each file, None for a missing one: changes when any file is rewritten."""
+    out = []
+    for f in files:
+        try:
+            st = Path(f).stat()
+            out.append((str(f), st.st_mtime_ns, st.st_size))
+        except OSError:
+            out.append((str(f), None))
+    return tuple(out)
 
 
 def grid_to_json(grid: Grid) -> dict[str, Any]:
@@ -67,6 +83,18 @@ class Workspace:
     def __init__(self, root: Path):
         self.root = Path(root).expanduser().resolve()
         self._pairs: dict[str, AlignedPair] = {}
+        self._memo: dict[Any, tuple[tuple, Any]] = {}
+
+    def memo(self, key: Any, files: Callable[[T], Iterable[Path]], compute: Callable[[], T]) -> T:
+        """`compute()` once per `key` in this process, reused while the files the result names
+        (`files(result)`) are unchanged on disk (same mtime and size), so a second question on the
+        same scene does not fit and score it again (warm reuse, issue 15 item 7)."""
+        hit = self._memo.get(key)
+        if hit is not None and _stamp(files(hit[1])) == hit[0] and all(x[1] is not None for x in hit[0]):
+            return hit[1]
+        value = compute()
+        self._memo[key] = (_stamp(files(value)), value)
+        return value
 
     # scenes ---------------------------------------------------------------
     def scene_id(self, before: Path, after: Path, aoi: tuple | None) -> str:
