@@ -93,6 +93,20 @@ def _window(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray
     return a, b, valid & np.isfinite(a).all(0) & np.isfinite(b).all(0)
 
 
+def _window32(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`_window` without the float64 copies: float32 a, b (B, h, w) as given when already float32."""
+    a = np.asarray(a, dtype=np.float32)
+    b = np.asarray(b, dtype=np.float32)
+    if a.ndim != 3 or a.shape != b.shape:
+        raise InputError(f"the two dates must be arrays of the same shape with 3 axes (bands first); got {a.shape} and {b.shape}")
+    if a.shape[0] < 1:
+        raise InputError("the images have no bands")
+    valid = np.asarray(valid, bool)
+    if valid.shape != a.shape[1:]:
+        raise InputError(f"the valid mask {valid.shape} must match the window {a.shape[1:]}")
+    return a, b, valid & np.isfinite(a).all(0) & np.isfinite(b).all(0)
+
+
 def _robust_stats(x: np.ndarray) -> tuple[list[float], list[float]]:
     """Per-band median and robust scale (IQR / 1.349, the normal sigma) of x (B, N), finite only.
 
@@ -135,16 +149,29 @@ def _smooth(x: np.ndarray, valid: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def hill_score(stat: np.ndarray, threshold: float, valid: np.ndarray) -> np.ndarray:
-    """Map a non-negative statistic to float32 [0, 1] with `threshold` at exactly 0.5; 0 where not valid."""
+    """Map a non-negative statistic to float32 [0, 1] with `threshold` at exactly 0.5; 0 where not valid.
+
+    Computed in float32 in place (one temporary per window, not five float64 ones): with k = 2,
+    s = 1 / (1 + x^-2) needs no power function."""
     t = max(float(threshold), 1e-12)
-    x = np.maximum(np.nan_to_num(stat, nan=0.0, posinf=1e300), 0.0) / t
+    x = np.nan_to_num(np.asarray(stat, dtype=np.float32), nan=0.0, posinf=np.finfo(np.float32).max)
+    np.maximum(x, 0.0, out=x)
+    x /= np.float32(t)
+    above = x >= 1.0  # the decision, before any rounding of the map below
     with np.errstate(over="ignore", divide="ignore"):
-        s = 1.0 / (1.0 + np.power(np.maximum(x, 1e-300), -_HILL_K))
-    s = s.astype(np.float32)
+        if _HILL_K == 2.0:
+            np.multiply(x, x, out=x)
+            np.reciprocal(x, out=x)  # x = 0 -> inf -> score 0; x^2 overflow -> inf -> 0 -> score 1
+        else:
+            np.power(np.maximum(x, np.float32(1e-30)), np.float32(-_HILL_K), out=x)
+        x += 1.0
+        s = np.reciprocal(x, out=x)
     # float32 rounding must not move a pixel across the decision: pin the two sides of 0.5.
-    above = x >= 1.0
-    s = np.where(above, np.maximum(s, np.float32(0.5)), np.minimum(s, np.nextafter(np.float32(0.5), np.float32(0))))
-    return np.where(valid, s, np.float32(0.0)).astype(np.float32)
+    lo = np.nextafter(np.float32(0.5), np.float32(0))
+    s[above] = np.maximum(s[above], np.float32(0.5))
+    np.minimum(s, lo, out=s, where=~above)
+    s[~np.asarray(valid, bool)] = 0.0
+    return s
 
 
 def sample_valid(a: np.ndarray, b: np.ndarray, valid: np.ndarray | None = None, max_pixels: int = 200_000) -> tuple[np.ndarray, np.ndarray]:
@@ -316,22 +343,46 @@ class IRMAD:
                          "threshold_rule": self.threshold, "iterations": it}
 
     def statistic(self, a: np.ndarray, b: np.ndarray, valid: np.ndarray, params: dict) -> np.ndarray:
-        """Chi-square MAD statistic Z (h, w) float64 of one window; 0 where not valid."""
-        a, b, valid = _window(a, b, valid)
+        """Chi-square MAD statistic Z (h, w) float32 of one window; 0 where not valid.
+
+        The same Z as standardise -> smooth -> MAD -> sum of squares, computed in float32 in a cheaper order:
+        standardisation, centring and the MAD projection are one affine map per pixel, and Gaussian
+        smoothing (normalised over valid pixels) is linear, so the projection runs first, on raw bands
+        shifted by one offset per band, and only the m MAD variates are smoothed (m filters per window
+        instead of 2 x bands). Differs from the float64 order by float32 rounding only (relative 1e-6)."""
+        a, b, valid = _window32(a, b, valid)
         if params.get("degenerate"):
-            return np.zeros(a.shape[1:])
-        keep = params["keep"]
-        x = _standardise(a, params["centre_a"], params["scale_a"], keep)
-        y = _standardise(b, params["centre_b"], params["scale_b"], keep)
-        x = np.where(valid, x, 0.0)
-        y = np.where(valid, y, 0.0)
-        sigma = float(params.get("smooth", 0.0))
-        x, y = _smooth(x, valid, sigma), _smooth(y, valid, sigma)
+            return np.zeros(a.shape[1:], np.float32)
+        keep, nv = params["keep"], int(params["n_variates"])
         h, w = a.shape[1:]
-        z = _mad_chi2(x.reshape(len(keep), -1), y.reshape(len(keep), -1), np.asarray(params["mean_a"]),
-                      np.asarray(params["mean_b"]), np.asarray(params["A"]), np.asarray(params["B"]),
-                      np.asarray(params["rho"]), int(params["n_variates"]))
-        return np.where(valid, z.reshape(h, w), 0.0)
+        k = len(keep)
+        rho = np.asarray(params["rho"])[:nv]
+        sd = np.sqrt(np.maximum(2.0 * (1.0 - rho), 1e-6))  # sd of MAD_i (Nielsen 2007, eq. 4)
+        scale = np.concatenate([np.asarray(params["scale_a"])[keep], np.asarray(params["scale_b"])[keep]])
+        centre = np.concatenate([np.asarray(params["centre_a"])[keep], np.asarray(params["centre_b"])[keep]])
+        mean = np.concatenate([np.asarray(params["mean_a"]), np.asarray(params["mean_b"])])
+        coef = np.concatenate([np.asarray(params["A"])[:, :nv], -np.asarray(params["B"])[:, :nv]]).T / sd[:, None]
+        offset = centre + mean * scale  # raw value at the fitted mean of each standardised band
+        z = np.concatenate([a[keep], b[keep]]).reshape(2 * k, -1)
+        z -= offset.astype(np.float32)[:, None]
+        z[:, ~valid.ravel()] = 0.0
+        mad = (coef / scale[None, :]).astype(np.float32) @ z  # (nv, h*w): MAD_i / sd_i
+        mad = mad.reshape(nv, h, w)
+        sigma = float(params.get("smooth", 0.0))
+        if sigma > 0:
+            vw = valid.astype(np.float32)
+            den = ndimage.gaussian_filter(vw, sigma, mode="nearest", truncate=_TRUNCATE)
+            ok = den > 1e-6
+            np.maximum(den, np.float32(1e-6), out=den)
+            mad *= vw  # 0 off the valid pixels already; keeps the filter input exact
+            for i in range(nv):
+                sm = ndimage.gaussian_filter(mad[i], sigma, mode="nearest", truncate=_TRUNCATE)
+                sm /= den
+                mad[i] = np.where(ok, sm, mad[i])
+        mad *= mad
+        out = mad.sum(0)
+        out[~valid] = 0.0
+        return out
 
     def score(self, a: np.ndarray, b: np.ndarray, valid: np.ndarray, params: dict) -> np.ndarray:
         if params.get("degenerate"):
