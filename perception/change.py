@@ -107,6 +107,20 @@ def _window32(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> tuple[np.ndarr
     return a, b, valid & np.isfinite(a).all(0) & np.isfinite(b).all(0)
 
 
+def _project(z: np.ndarray, coef: np.ndarray) -> np.ndarray:
+    """coef (m, n) @ z (n, N) in float32, summed in a fixed order: BLAS sgemm rounds differently with its
+    thread count (a Dask worker runs it on one thread, this process on several), and every engine must
+    write the same bytes."""
+    out = np.empty((coef.shape[0], z.shape[1]), np.float32)
+    tmp = np.empty(z.shape[1], np.float32)
+    for i, row in enumerate(coef):
+        np.multiply(z[0], row[0], out=out[i])
+        for j in range(1, z.shape[0]):
+            np.multiply(z[j], row[j], out=tmp)
+            out[i] += tmp
+    return out
+
+
 def _robust_stats(x: np.ndarray) -> tuple[list[float], list[float]]:
     """Per-band median and robust scale (IQR / 1.349, the normal sigma) of x (B, N), finite only.
 
@@ -291,6 +305,7 @@ class IRMAD:
     """
 
     name = "irmad"
+    thread_safe = True  # score() reads params only: the local engine may call it from several threads
 
     def __init__(self, threshold: str = "otsu", quantile: float = 0.99, max_iter: int = 30, tol: float = 1e-6,
                  smooth: float = 1.0, n_variates: int | None = None, otsu_scale: str = "cbrt"):
@@ -366,8 +381,7 @@ class IRMAD:
         z = np.concatenate([a[keep], b[keep]]).reshape(2 * k, -1)
         z -= offset.astype(np.float32)[:, None]
         z[:, ~valid.ravel()] = 0.0
-        mad = (coef / scale[None, :]).astype(np.float32) @ z  # (nv, h*w): MAD_i / sd_i
-        mad = mad.reshape(nv, h, w)
+        mad = _project(z, (coef / scale[None, :]).astype(np.float32)).reshape(nv, h, w)  # MAD_i / sd_i
         sigma = float(params.get("smooth", 0.0))
         if sigma > 0:
             vw = valid.astype(np.float32)
@@ -402,6 +416,7 @@ class CVA:
     """
 
     name = "cva"
+    thread_safe = True
 
     def __init__(self, smooth: float = 0.0):
         self.smooth = float(smooth)
@@ -489,6 +504,7 @@ class BandSubset:
     def __init__(self, masker: ChangeMasker, indices: list[int], names: list[str]):
         self.masker, self.indices, self.names = masker, indices, names
         self.name = masker.name
+        self.thread_safe = getattr(masker, "thread_safe", False)
 
     def fit(self, a: np.ndarray, b: np.ndarray) -> dict:
         params = self.masker.fit(a[self.indices], b[self.indices])

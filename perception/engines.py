@@ -5,7 +5,7 @@ change_prob.tif (float32 score, 0 where nodata) window by window on the pair's g
 `change_window` (pair.read -> masker.score -> change.clean_mask on a window with a halo), so the
 algorithm exists once; engines only decide where windows run and how results reach the files.
 
-- `local`: a loop in this process (the default; peak memory follows `tile`).
+- `local`: a pool of threads in this process (the default; peak memory follows `tile` x threads).
 - `dask`: a `dask.array` whose blocks are delayed halo reads of the same windows, stored block-wise
   into the two tiled GeoTIFFs through `dask.array.store` under a `distributed.Lock`, on a
   `dask.distributed` cluster (an existing scheduler, or a LocalCluster of `workers` processes). No
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import rasterio
+from rasterio.errors import NodataShadowWarning, NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from geodelta.errors import InputError
@@ -66,20 +68,45 @@ def _create(path: Path, grid: Grid, dtype: str, nodata: float | None) -> None:
 # ---------------------------------------------------------------- local
 
 
+def local_threads(threads: int | None = None) -> int:
+    """Worker threads of the local engine: `threads`, else GEODELTA_THREADS, else the CPUs this process may use."""
+    if threads is None:
+        env = os.environ.get("GEODELTA_THREADS")
+        threads = int(env) if env else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if int(threads) < 1:
+        raise InputError(f"threads must be >= 1, got {threads}")
+    return int(threads)
+
+
 def run_local(pair: AlignedPair, masker: change.ChangeMasker, params: dict, out_paths: OutPaths, tile: int = 1024,
-              progress: Progress | None = None, *, min_pixels: int = 0) -> tuple[int, int]:
-    """Windows one after another in this process; returns (changed_px, valid_px)."""
+              progress: Progress | None = None, *, min_pixels: int = 0, threads: int | None = None) -> tuple[int, int]:
+    """Windows on a pool of `threads` threads in this process (default: every CPU it may use); returns
+    (changed_px, valid_px).
+
+    Threads, not processes: rasterio/GDAL reads, numpy and scipy.ndimage release the GIL, so windows
+    score in parallel while sharing the fitted masker, and each thread keeps its own GDAL handles
+    (the pair's ReaderCache is thread-local). Results are written by this thread in window order, at
+    most 2 x threads windows ahead of the writer, so peak memory follows `tile` x threads."""
     from geodelta.perception import render
 
     grid = pair.grid
     windows = list(iter_windows(grid, tile, halo=change.HALO))
+    n_threads = min(local_threads(threads), max(1, len(windows)))
+    if not getattr(masker, "thread_safe", False):  # e.g. the learned model: torch threads inside one call
+        n_threads = 1
     changed = valid_total = 0
+
+    def job(i: int) -> tuple[np.ndarray, np.ndarray]:
+        read_win, _, core = windows[i]
+        return change_window(pair, masker, params, read_win, core, min_pixels)
+
     with (
         render.write_geotiff(out_paths[0], grid, "uint8", NODATA_U8) as dst_c,
         render.write_geotiff(out_paths[1], grid, "float32", None) as dst_p,
     ):
-        for i, (read_win, core_win, core) in enumerate(windows):
-            out, prob = change_window(pair, masker, params, read_win, core, min_pixels)
+        def write(i: int, out: np.ndarray, prob: np.ndarray) -> None:
+            nonlocal changed, valid_total
+            core_win = windows[i][1]
             dst_c.write(out, 1, window=core_win)
             dst_p.write(prob, 1, window=core_win)
             c, v = _counts(out)
@@ -87,6 +114,32 @@ def run_local(pair: AlignedPair, masker: change.ChangeMasker, params: dict, out_
             valid_total += v
             if progress:
                 progress("change", i + 1, len(windows))
+
+        if n_threads == 1:
+            for i in range(len(windows)):
+                write(i, *job(i))
+            return changed, valid_total
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        # warnings.catch_warnings (used by the readers) is process-wide, not per thread: hold the filters the
+        # readers set for the whole pool, so threads entering and leaving it cannot let them through.
+        with warnings.catch_warnings(), ThreadPoolExecutor(n_threads, thread_name_prefix="geodelta-change") as pool:
+            warnings.simplefilter("ignore", NodataShadowWarning)
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            pending: deque = deque()
+            try:
+                for i in range(len(windows)):
+                    pending.append((i, pool.submit(job, i)))
+                    while len(pending) >= 2 * n_threads or (pending and pending[0][1].done()):
+                        j, fut = pending.popleft()
+                        write(j, *fut.result())
+                while pending:
+                    j, fut = pending.popleft()
+                    write(j, *fut.result())
+            finally:
+                for _, fut in pending:
+                    fut.cancel()
     return changed, valid_total
 
 
