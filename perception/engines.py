@@ -205,6 +205,42 @@ def dask_client(scheduler: str | None = None, workers: int | None = None, client
             cluster.close()
 
 
+def _warm_imports() -> None:
+    """Run on each worker while the driver fits: the modules a block task unpickles, imported ahead of it."""
+    import geodelta.perception.change  # noqa: F401
+    import geodelta.perception.engines  # noqa: F401
+    import geodelta.perception.io  # noqa: F401
+
+
+@contextmanager
+def started(engine: str, engine_opts: dict | None = None) -> Iterator[Callable[[], dict]]:
+    """Start what `engine` needs in the background now; yields `resolve()` -> the engine options to pass.
+
+    For "dask" without a client or scheduler address this starts the LocalCluster and imports GeoDelta on
+    its workers in a thread while the caller fits the masker (a cluster of 2 processes takes seconds to
+    start, as long as the fit), and closes it on exit. Other engines: the options unchanged."""
+    opts = dict(engine_opts or {})
+    if engine != "dask" or opts.get("client") is not None or opts.get("scheduler"):
+        yield lambda: opts
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    def start() -> tuple[Any, Any]:
+        cl, cluster = _client(None, opts.get("workers"), None)
+        cl.run(_warm_imports)
+        return cl, cluster
+
+    pool = ThreadPoolExecutor(1, thread_name_prefix="geodelta-dask-start")
+    fut = pool.submit(start)
+    pool.shutdown(wait=False)
+    try:
+        yield lambda: {k: v for k, v in opts.items() if k != "workers"} | {"client": fut.result()[0]}
+    finally:
+        cl, cluster = fut.result()
+        cl.close()
+        cluster.close()
+
+
 def run_dask(pair: AlignedPair, masker: change.ChangeMasker, params: dict, out_paths: OutPaths, tile: int = 1024,
              progress: Progress | None = None, *, min_pixels: int = 0, scheduler: str | None = None,
              workers: int | None = None, client: Any | None = None) -> tuple[int, int]:
