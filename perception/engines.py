@@ -7,7 +7,7 @@ algorithm exists once; engines only decide where windows run and how results rea
 
 - `local`: a pool of threads in this process (the default; peak memory follows `tile` x threads).
 - `dask`: a `dask.array` whose blocks are delayed halo reads of the same windows, stored block-wise
-  into the two tiled GeoTIFFs through `dask.array.store` under a `distributed.Lock`, on a
+  into the two tiled GeoTIFFs through `dask.array.store`, one `distributed.Lock` per file, on a
   `dask.distributed` cluster (an existing scheduler, or a LocalCluster of `workers` processes). No
   process ever holds the scene: the driver holds only per-block counts.
 """
@@ -149,18 +149,30 @@ def run_local(pair: AlignedPair, masker: change.ChangeMasker, params: dict, out_
 class RasterTarget:
     """A `dask.array.store` target: `target[rows, cols] = block` writes that window of a GeoTIFF.
 
-    Picklable (only the path travels), so any worker process can write; callers serialise writes with
-    a lock (GDAL must not update one compressed file from two processes at once)."""
+    Picklable (only the path and a lock name travel), so any worker process can write. Each file has
+    its own `distributed.Lock` (GDAL must not update one compressed file from two processes at once),
+    so one worker's change.tif block and another's change_prob.tif block are written at the same time."""
 
-    def __init__(self, path: Path, shape: tuple[int, int], dtype: str):
+    def __init__(self, path: Path, shape: tuple[int, int], dtype: str, lock_name: str | None = None):
         self.path, self.shape, self.dtype = Path(path), shape, np.dtype(dtype)
         self.ndim = 2
+        self.lock_name = lock_name
 
     def __setitem__(self, key: tuple[slice, slice], value: np.ndarray) -> None:
         rows, cols = key
         win = Window(cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start)
+        block = np.asarray(value, dtype=self.dtype)
+        if self.lock_name is None:
+            self._write(win, block)
+            return
+        from dask.distributed import Lock
+
+        with Lock(self.lock_name):
+            self._write(win, block)
+
+    def _write(self, win: Window, block: np.ndarray) -> None:
         with rasterio.open(self.path, "r+") as dst:
-            dst.write(np.asarray(value, dtype=self.dtype), 1, window=win)
+            dst.write(block, 1, window=win)
 
 
 def _block_counts(change_block: np.ndarray, *_stored: Any) -> np.ndarray:
@@ -251,7 +263,7 @@ def run_dask(pair: AlignedPair, masker: change.ChangeMasker, params: dict, out_p
     Output paths must be visible to every worker (a shared file system on a multi-machine cluster)."""
     import dask
     import dask.array as da
-    from dask.distributed import Lock, as_completed
+    from dask.distributed import as_completed
 
     grid = pair.grid
     windows = list(iter_windows(grid, tile, halo=change.HALO))
@@ -277,10 +289,11 @@ def run_dask(pair: AlignedPair, masker: change.ChangeMasker, params: dict, out_p
         rows_p[-1].append(da.from_delayed(prob_d, shape, dtype=np.float32))
     chg, prob = da.block(rows_c), da.block(rows_p)
 
-    targets = [RasterTarget(out_paths[0], grid.shape, "uint8"), RasterTarget(out_paths[1], grid.shape, "float32")]
+    run = uuid.uuid4().hex
+    targets = [RasterTarget(out_paths[0], grid.shape, "uint8", f"geodelta-write-{run}-change"),
+               RasterTarget(out_paths[1], grid.shape, "float32", f"geodelta-write-{run}-prob")]
     with dask_client(scheduler, workers, client) as cl:
-        lock = Lock(f"geodelta-write-{uuid.uuid4().hex}")
-        stored_c, stored_p = da.store([chg, prob], targets, lock=lock, compute=False, return_stored=True,
+        stored_c, stored_p = da.store([chg, prob], targets, lock=False, compute=False, return_stored=True,
                                        load_stored=False)
         counts = da.map_blocks(_block_counts, chg, stored_c, stored_p, dtype=np.int64,
                                new_axis=2, chunks=((1,) * len(row_h), (1,) * len(col_w), (2,)))
