@@ -219,8 +219,8 @@ def dask_client(scheduler: str | None = None, workers: int | None = None, client
 
 def _warm_imports() -> None:
     """Run on each worker while the driver fits: the modules a block task unpickles, imported ahead of it."""
-    import geodelta.perception.change  # noqa: F401
-    import geodelta.perception.engines  # noqa: F401
+    import geodelta.perception.change
+    import geodelta.perception.engines
     import geodelta.perception.io  # noqa: F401
 
 

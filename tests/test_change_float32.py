@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from rasterio.windows import Window
-
-from geodelta.perception import change
+from geodelta.perception import change, irmad
 from geodelta.perception.io import open_pair
+from rasterio.windows import Window
 
 
 def _reference_statistic(a, b, valid, params) -> np.ndarray:
@@ -17,7 +16,7 @@ def _reference_statistic(a, b, valid, params) -> np.ndarray:
     x = np.where(valid, change._standardise(a, params["centre_a"], params["scale_a"], keep), 0.0)
     y = np.where(valid, change._standardise(b, params["centre_b"], params["scale_b"], keep), 0.0)
     x, y = change._smooth(x, valid, params["smooth"]), change._smooth(y, valid, params["smooth"])
-    z = change._mad_chi2(x.reshape(len(keep), -1), y.reshape(len(keep), -1), np.asarray(params["mean_a"]),
+    z = irmad._mad_chi2(x.reshape(len(keep), -1), y.reshape(len(keep), -1), np.asarray(params["mean_a"]),
                          np.asarray(params["mean_b"]), np.asarray(params["A"]), np.asarray(params["B"]),
                          np.asarray(params["rho"]), int(params["n_variates"]))
     return np.where(valid, z.reshape(valid.shape), 0.0)

@@ -7,8 +7,9 @@ import os
 import time
 from pathlib import Path
 
-from geodelta.settings import Settings
 from geodelta.tools import ToolContext, build_tools
+
+from geodelta.settings import Settings
 
 
 def _tools(tmp_path: Path, demo_pair):
@@ -18,7 +19,7 @@ def _tools(tmp_path: Path, demo_pair):
 
 
 def test_second_detect_on_the_same_scene_reuses_the_detection(tmp_path: Path, demo_pair) -> None:
-    ctx, tools = _tools(tmp_path, demo_pair)
+    _, tools = _tools(tmp_path, demo_pair)
     sid = tools["load_scene"].invoke({"before": str(demo_pair[0]), "after": str(demo_pair[1])})["scene_id"]
     t0 = time.perf_counter()
     first = tools["detect_changes"].invoke({"scene_id": sid})
@@ -37,7 +38,7 @@ def test_second_detect_on_the_same_scene_reuses_the_detection(tmp_path: Path, de
 
 
 def test_a_rewritten_raster_is_detected_again(tmp_path: Path, demo_pair) -> None:
-    ctx, tools = _tools(tmp_path, demo_pair)
+    _, tools = _tools(tmp_path, demo_pair)
     sid = tools["load_scene"].invoke({"before": str(demo_pair[0]), "after": str(demo_pair[1])})["scene_id"]
     first = tools["detect_changes"].invoke({"scene_id": sid})
     tif = Path(first["change_tif"])
