@@ -184,6 +184,11 @@ class IRMAD:
                                   "scale_a": sa, "centre_b": cb, "scale_b": sb, "smooth": self.smooth}
         if not keep or a.shape[1] < 2:
             return params | {"degenerate": True, "threshold": 1.0, "iterations": 0}
+        if np.array_equal(a[keep], b[keep]):
+            # Two identical dates (over a sample spread across the whole scene): no change. Said explicitly
+            # because CCA of x with itself has rho = 1 and MADs that are pure rounding noise (the fused
+            # float64 moments are not bitwise symmetric), on which Otsu would pick a threshold of ~1e-22.
+            return params | {"degenerate": True, "identical": True, "threshold": 1.0, "iterations": 0}
         x = _standardise(a, ca, sa, keep)
         y = _standardise(b, cb, sb, keep)
         w = np.ones(x.shape[1])
