@@ -23,6 +23,12 @@ from geodelta.errors import CLARIFICATION_EXIT, InputError
 from geodelta.settings import Settings
 
 
+# LangGraph persists a question's checkpoint when the graph exits (an answer, or an interrupt waiting
+# for the user), not after every step: a crash mid-question loses that question only, and the
+# thread resumes from its previous answer.
+DURABILITY = "exit"
+
+
 class Assistant:
     """One planner, one memory file, one workspace; many threads (conversations)."""
 
@@ -121,7 +127,8 @@ class Assistant:
         token = current_run.set((run_id, thread_id))
         try:
             config = {"configurable": {"thread_id": thread_id}, "recursion_limit": 40}
-            result = self.graph.invoke(graph_input, config)
+            result = self.graph.invoke(graph_input, config, durability=DURABILITY)
+            self._prune(thread_id)
             return self._finish(result, thread_id, run_id)
         finally:
             current_run.reset(token)
@@ -140,7 +147,8 @@ class Assistant:
 
     def _stream_events(self, graph_input: Any, thread_id: str, run_id: str) -> Iterator[dict[str, Any]]:
         config = {"configurable": {"thread_id": thread_id}, "recursion_limit": 40}
-        for mode, chunk in self.graph.stream(graph_input, config, stream_mode=["updates", "custom"]):
+        final = None  # the answer node's update (the answer channel is not checkpointed: state.py)
+        for mode, chunk in self.graph.stream(graph_input, config, stream_mode=["updates", "custom"], durability=DURABILITY):
             if mode == "custom":
                 yield {"type": "progress", **chunk}
                 continue
@@ -148,6 +156,8 @@ class Assistant:
                 if node == "__interrupt__":
                     yield {"type": "clarify", "question": update[0].value["question"], "thread_id": thread_id}
                     continue
+                if node == "answer" and update:
+                    final = update.get("answer")
                 event: dict[str, Any] = {"type": "node", "node": node}
                 msgs = (update or {}).get("messages") or []
                 if node == "plan" and msgs and getattr(msgs[-1], "tool_calls", None):
@@ -155,10 +165,17 @@ class Assistant:
                 if node == "tools":
                     event = {"type": "tool", "results": [{"tool": m.name, "status": m.status} for m in msgs]}
                 yield event
+        self._prune(thread_id)
         state = self.graph.get_state(config)
-        if state.values.get("answer") and not state.next:
-            answer = self._finish({"answer": state.values["answer"]}, thread_id, run_id)
+        if final and not state.next:
+            answer = self._finish({"answer": final}, thread_id, run_id)
             yield {"type": "answer", "answer": answer.model_dump(mode="json")}
+
+    def _prune(self, thread_id: str) -> None:
+        """Keep only the thread's latest checkpoint (what a follow-up or a resume after a restart reads)."""
+        from geodelta.memory.checkpoint import prune_thread
+
+        prune_thread(self.checkpointer, thread_id)
 
     def _last_run(self, thread_id: str) -> str | None:
         runs = self.memory.runs(thread_id=thread_id, limit=1)

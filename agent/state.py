@@ -5,12 +5,15 @@ from __future__ import annotations
 from typing import Annotated, Any, TypedDict
 
 from langchain_core.messages import AnyMessage, HumanMessage
+from langgraph.channels.untracked_value import UntrackedValue
 from langgraph.graph.message import add_messages
 
 
 class AgentState(TypedDict, total=False):
     messages: Annotated[list[AnyMessage], add_messages]
-    answer: dict[str, Any] | None
+    # The composed Answer of this run only: returned by invoke / streamed, never checkpointed (it holds every
+    # region, 10-100 KB per question, and a follow-up composes its own from the messages).
+    answer: Annotated[dict[str, Any] | None, UntrackedValue(dict)]
 
 
 def question_message(text: str, *, before: str | None = None, after: str | None = None, images: list[str] | None = None) -> HumanMessage:

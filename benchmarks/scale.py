@@ -1,23 +1,34 @@
-"""`geodelta bench scale`: the change stage on a large mosaic built from real NAIP imagery, per engine.
+"""`geodelta bench scale`: the whole `geodelta detect` on a large mosaic of real NAIP imagery, per engine,
+against the lean floor in the same run.
 
 The NAIP 2009 and 2020 tiles of ../shared/data/naip (4 bands uint8, 5 m, EPSG:26914; 2020 read onto
 2009's grid) are mirror-tiled to a --size x --size square and written once as tiled DEFLATE GeoTIFFs
-with a real projected transform (the 2009 origin, 5 m pixels). The IR-MAD fit is done once (its time
-printed); then each engine (local; Dask with 1 and 2 worker processes on a LocalCluster) scores and
-writes change.tif / change_prob.tif. Printed per engine: wall time of that step, megapixels per
-second, and peak RSS of the driver and of each worker, sampled with psutil every 0.2 s (plus each
-worker's ru_maxrss at the end).
+with a real projected transform (the 2009 origin, 5 m pixels). Then, each in a new process:
+
+- the floor: one thread reads both dates window by window, applies a linear map (a fixed 4 x 4 matrix)
+  and a chi-square, and writes a uint8 mask and a float32 score (tiled DEFLATE): the least any change
+  stage must do (../shared/checks/floor_pass.py, the same steps);
+- `geodelta detect` per engine (local: the thread pool; dask N: a LocalCluster of N worker processes),
+  every stage and every output, exactly as a user runs it.
+
+Printed per run: wall time, the ratio to the floor, megapixels per second (whole detect and change
+stage), each stage's time (from summary.json), every output's size and bytes per input pixel, and the
+peak RSS of the process tree (driver + Dask scheduler and workers), sampled every 0.2 s with psutil.
+For Dask engines also the scheduler overhead per tile: a round trip of a no-op task on the same kind of
+cluster, and the change stage's extra time over the local engine's, per tile.
 
     geodelta bench scale --size 4000
     geodelta bench scale --size 20000 --workdir /tmp/geodelta-scale --keep
+    geodelta bench scale --size 4000 --geodelta /path/to/other/venv/bin/geodelta   # a before / after table
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -29,7 +40,6 @@ import psutil
 import rasterio
 from affine import Affine
 
-from geodelta.perception import change, engines
 from geodelta.perception.io import open_pair
 from geodelta.settings import Settings
 
@@ -71,25 +81,26 @@ def build_mosaic(data: Path, size: int, folder: Path) -> tuple[Path, Path]:
     return out[0], out[1]
 
 
-class RssSampler:
-    """Peak RSS (bytes) of a set of processes, sampled in a background thread."""
+class TreeRss:
+    """Peak RSS (bytes) of a process and all its descendants (summed), sampled in a background thread."""
 
-    def __init__(self, pids: dict[str, int], every: float = 0.2):
-        self.procs = {k: psutil.Process(p) for k, p in pids.items()}
-        self.peak = dict.fromkeys(pids, 0)
-        self.every, self._stop = every, threading.Event()
+    def __init__(self, pid: int, every: float = 0.2):
+        self.proc, self.every = psutil.Process(pid), every
+        self.peak = self.peak_root = 0
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            for k, p in self.procs.items():
-                try:
-                    self.peak[k] = max(self.peak[k], p.memory_info().rss)
-                except psutil.Error:
-                    pass
+            try:
+                root = self.proc.memory_info().rss
+                kids = sum(_rss(c) for c in self.proc.children(recursive=True))
+                self.peak_root, self.peak = max(self.peak_root, root), max(self.peak, root + kids)
+            except psutil.Error:
+                pass
             self._stop.wait(self.every)
 
-    def __enter__(self) -> "RssSampler":
+    def __enter__(self) -> "TreeRss":
         self._thread.start()
         return self
 
@@ -98,79 +109,163 @@ class RssSampler:
         self._thread.join()
 
 
-def _maxrss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+def _rss(p: psutil.Process) -> int:
+    try:
+        return p.memory_info().rss
+    except psutil.Error:
+        return 0
 
 
-def run_engine(name: str, pair, masker, params, out: Path, tile: int, workers: int | None) -> dict:
-    """One engine run; returns wall time, MP/s and RSS peaks (MiB)."""
-    paths = (out / f"{name}_change.tif", out / f"{name}_prob.tif")
-    n_px = pair.grid.width * pair.grid.height
-    if name == "local":
-        with RssSampler({"driver": os.getpid()}) as s:
-            t0 = time.perf_counter()
-            counts = engines.run_local(pair, masker, params, paths, tile, min_pixels=0)
-            wall = time.perf_counter() - t0
-        return {"engine": "local", "wall_s": wall, "mp_s": n_px / 1e6 / wall, "driver_mib": s.peak["driver"] / 2**20,
-                "workers_mib": [], "workers_maxrss_mib": [], "changed": counts[0]}
+def run_process(cmd: list[str], env: dict[str, str]) -> tuple[float, int, int, float]:
+    """Run `cmd`; (wall s, peak tree RSS, peak RSS of the process itself, CPU s of it and the children it
+    waited for, from wait4's rusage). CPU seconds beside wall seconds: on a shared machine wall time also
+    counts other people's work. Fails loudly."""
+    with tempfile.TemporaryFile("w+") as errf:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=errf, text=True)
+        with TreeRss(proc.pid) as rss:
+            _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            errf.seek(0)
+            raise SystemExit(f"{' '.join(cmd[:3])} ... failed ({proc.returncode}):\n{errf.read()[-2000:]}")
+    return wall, rss.peak, rss.peak_root, usage.ru_utime + usage.ru_stime
+
+
+def floor_pass(before: Path, after: Path, out: Path, tile: int = 1024) -> None:
+    """The lean floor (see the module docstring): one thread, read -> linear map + chi-square -> write."""
+    with rasterio.open(before) as src_a, rasterio.open(after) as src_b:
+        prof = src_a.profile.copy()
+        prof.update(count=1, dtype="uint8", compress="deflate", tiled=True, blockxsize=512, blockysize=512, nodata=255)
+        prof_p = dict(prof, dtype="float32", nodata=None)
+        w_mat = np.random.default_rng(0).normal(size=(src_a.count, src_a.count)).astype(np.float32)
+        with rasterio.open(out / "floor_change.tif", "w", **prof) as dst_c, rasterio.open(out / "floor_prob.tif", "w", **prof_p) as dst_p:
+            for r in range(0, src_a.height, tile):
+                for c in range(0, src_a.width, tile):
+                    win = rasterio.windows.Window(c, r, min(tile, src_a.width - c), min(tile, src_a.height - r))
+                    x, y = src_a.read(window=win).astype(np.float32), src_b.read(window=win).astype(np.float32)
+                    m = w_mat @ (x - y).reshape(src_a.count, -1)
+                    chi = (m * m).sum(0)
+                    prob = (chi / (chi + chi.mean())).astype(np.float32).reshape(int(win.height), int(win.width))
+                    dst_c.write((prob > 0.5).astype(np.uint8), 1, window=win)
+                    dst_p.write(prob, 1, window=win)
+
+
+def scheduler_round_trip(workers: int, n: int = 200) -> float:
+    """Seconds per no-op task on a fresh LocalCluster of `workers` processes (submit, run, gather)."""
+    from geodelta.perception import engines
+
     with engines.dask_client(workers=workers) as client:
-        wpids = client.run(os.getpid)
-        pids = {"driver": os.getpid(), **{w: p for w, p in wpids.items()}}
-        with RssSampler(pids) as s:
-            t0 = time.perf_counter()
-            counts = engines.run_dask(pair, masker, params, paths, tile, min_pixels=0, client=client)
-            wall = time.perf_counter() - t0
-        maxrss = client.run(_maxrss_bytes)
-    return {"engine": f"dask x{workers}", "wall_s": wall, "mp_s": n_px / 1e6 / wall, "driver_mib": s.peak["driver"] / 2**20,
-            "workers_mib": [s.peak[w] / 2**20 for w in wpids], "workers_maxrss_mib": [v / 2**20 for v in maxrss.values()],
-            "changed": counts[0]}
+        client.gather(client.map(_noop, range(8), pure=False))  # warm the workers
+        t0 = time.perf_counter()
+        client.gather(client.map(_noop, range(n), pure=False))
+        return (time.perf_counter() - t0) / n
 
 
-def _row(r: dict) -> str:
-    w = ", ".join(f"{v:,.0f}" for v in r["workers_mib"]) or "-"
-    m = ", ".join(f"{v:,.0f}" for v in r["workers_maxrss_mib"]) or "-"
-    return f"| {r['engine']:<8} | {r['wall_s']:9.1f} | {r['mp_s']:6.2f} | {r['driver_mib']:9,.0f} | {w:>14} | {m:>14} | {r['changed']:,} |"
+def _noop(i: int) -> int:
+    return i
+
+
+def _outputs(folder: Path) -> dict[str, int]:
+    """name -> bytes of every file `detect` wrote (subfolders included)."""
+    return {str(p.relative_to(folder)): p.stat().st_size for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _mib(n: float) -> str:
+    return f"{n / 2**20:,.1f}"
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="geodelta bench scale", description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=20000, help="mosaic edge in pixels (default 20000)")
     ap.add_argument("--tile", type=int, default=1024, help="window / chunk edge in pixels")
-    ap.add_argument("--engines", default="local,dask1,dask2", help="comma list of local, daskN (N workers)")
+    ap.add_argument("--engines", default="local,dask2", help="comma list of local, daskN (N worker processes)")
     ap.add_argument("--workdir", type=Path, default=None, help="where the mosaic and outputs go (default: a temp folder)")
     ap.add_argument("--keep", action="store_true", help="keep the workdir (reuse the mosaic next time)")
+    ap.add_argument("--geodelta", type=Path, default=Path(sys.executable).with_name("geodelta"),
+                    help="the geodelta script to time (default: this environment's; another venv's for a before/after)")
     ap.add_argument("--gdal-cache-mb", type=int, default=256,
                     help="GDAL block cache per process (MiB; GDAL's default is 5%% of RAM, which dominates peak RSS)")
+    ap.add_argument("--floor", metavar="BEFORE AFTER OUT", nargs=3, type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    # Read by GDAL when its cache is first used; worker processes inherit the environment.
-    os.environ["GDAL_CACHEMAX"] = str(args.gdal_cache_mb)
+    if args.floor:  # the floor, in its own process (so its RSS and imports are its own)
+        floor_pass(*args.floor, tile=args.tile)
+        return
+    env = dict(os.environ, GDAL_CACHEMAX=str(args.gdal_cache_mb))  # read by GDAL in every process it starts
 
     data = Settings().data
     if not (data / "naip" / NAIP[0]).is_file():
         sys.exit(f"NAIP tiles not found under {data / 'naip'}: set GEODELTA_DATA to ../shared/data")
+    if not args.geodelta.is_file():
+        sys.exit(f"no geodelta script at {args.geodelta}: pass --geodelta PATH")
     work = args.workdir or Path(tempfile.mkdtemp(prefix="geodelta-scale-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
         t0 = time.perf_counter()
         before, after = build_mosaic(data, args.size, work)
-        print(f"mosaic {args.size} x {args.size} px x 4 bands x 2 dates ({args.size**2 / 1e6:,.0f} MP) in {work} "
-              f"({time.perf_counter() - t0:.1f} s; {before.stat().st_size / 2**20:,.0f} + {after.stat().st_size / 2**20:,.0f} MiB)", flush=True)
-        pair = open_pair(before, after)
-        masker = change.get_masker("irmad")
-        t0 = time.perf_counter()
-        params = masker.fit(*pair.sample())
-        print(f"IR-MAD fit on the scene-wide sample: {time.perf_counter() - t0:.1f} s (shared by every engine)", flush=True)
-        print(f"tile {args.tile} px, halo {change.HALO} px, GDAL_CACHEMAX {args.gdal_cache_mb} MiB, {os.cpu_count()} CPUs", flush=True)
-        print("| engine   |  wall (s) |   MP/s | driver MiB | worker peak MiB | worker maxrss MiB | changed px |", flush=True)
-        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |", flush=True)
-        results = []
-        for name in args.engines.split(","):
-            name = name.strip()
-            workers = int(name.removeprefix("dask") or 1) if name.startswith("dask") else None
-            r = run_engine("local" if name == "local" else "dask", pair, masker, params, work, args.tile, workers)
-            results.append(r)
-            print(_row(r), flush=True)
-        if len({r["changed"] for r in results}) > 1:
+        mp = args.size**2 / 1e6
+        n_tiles = (-(-args.size // args.tile)) ** 2
+        print(f"mosaic {args.size} x {args.size} px x 4 bands x 2 dates ({mp:,.0f} MP) in {work} "
+              f"({time.perf_counter() - t0:.1f} s; {_mib(before.stat().st_size)} + {_mib(after.stat().st_size)} MiB)", flush=True)
+        print(f"tile {args.tile} px ({n_tiles} tiles), GDAL_CACHEMAX {args.gdal_cache_mb} MiB, "
+              f"{len(os.sched_getaffinity(0))} CPUs, geodelta = {args.geodelta}", flush=True)
+
+        floor_dir = work / "floor"
+        shutil.rmtree(floor_dir, ignore_errors=True)
+        floor_dir.mkdir()
+        f_wall, f_rss, _, f_cpu = run_process([sys.executable, __file__, "--floor", str(before), str(after), str(floor_dir),
+                                           "--tile", str(args.tile)], env)
+        f_bytes = sum(_outputs(floor_dir).values())
+        print(f"floor (1 thread, read -> linear map -> write uint8 + float32): {f_wall:.1f} s ({f_cpu:.1f} CPU s), {mp / f_wall:.2f} MP/s, "
+              f"{f_bytes / mp / 1e6:.2f} B/px, peak RSS {_mib(f_rss)} MiB", flush=True)
+
+        rows, stages, files = [], {}, {}
+        for name in [e.strip() for e in args.engines.split(",") if e.strip()]:
+            out = work / f"detect_{name}"
+            shutil.rmtree(out, ignore_errors=True)
+            cmd = [str(args.geodelta), "detect", str(before), str(after), "--out", str(out), "--tile", str(args.tile), "--quiet"]
+            if name.startswith("dask"):
+                cmd += ["--engine", "dask", "--workers", str(int(name.removeprefix("dask") or 2))]
+            wall, rss, rss_root, cpu = run_process(cmd, env)
+            summary = json.loads((out / "summary.json").read_text())
+            t = summary.get("timings_s", {})
+            files[name] = _outputs(out)
+            total = sum(files[name].values())
+            stages[name] = t
+            rows.append({"engine": name, "wall": wall, "ratio": wall / f_wall, "mp_s": mp / wall,
+                         "change_mp_s": mp / t["score"] if t.get("score") else float("nan"), "bpp": total / (mp * 1e6),
+                         "out_mib": total / 2**20, "rss": rss, "rss_root": rss_root, "cpu": cpu,
+                         "changed": summary.get("change", {}).get("changed_px"), "regions": summary.get("n_regions", len(summary.get("regions", [])))})
+            print(f"  {name}: {wall:.1f} s ({cpu:.1f} CPU s)", flush=True)
+
+        print("\n| engine | detect wall (s) | x floor | CPU s (driver) | MP/s | change MP/s | output MiB | B/px | peak RSS MiB (tree / driver) | changed px |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        print(f"| floor | {f_wall:.1f} | 1.0 | {f_cpu:.1f} | {mp / f_wall:.2f} | {mp / f_wall:.2f} | {_mib(f_bytes)} | {f_bytes / mp / 1e6:.2f} | {_mib(f_rss)} | - |")
+        for r in rows:
+            print(f"| {r['engine']} | {r['wall']:.1f} | {r['ratio']:.1f} | {r['cpu']:.1f} | {r['mp_s']:.2f} | {r['change_mp_s']:.2f} | {r['out_mib']:,.1f} | "
+                  f"{r['bpp']:.2f} | {_mib(r['rss'])} / {_mib(r['rss_root'])} | {r['changed']:,} |")
+        order = ["open", "fit", "score", "polygonise", "describe", "render", "total"]
+        keys = order + sorted({k for t in stages.values() for k in t} - set(order))
+        print("\nstage times (s, from summary.json):\n| engine | " + " | ".join(keys) + " |")
+        print("| --- |" + " ---: |" * len(keys))
+        for name, t in stages.items():
+            print(f"| {name} | " + " | ".join(f"{t.get(k, float('nan')):.2f}" for k in keys) + " |")
+        names = sorted({f for fs in files.values() for f in fs})
+        print("\noutput sizes (MiB):\n| file | " + " | ".join(files) + " |")
+        print("| --- |" + " ---: |" * len(files))
+        for f in names:
+            print(f"| {f} | " + " | ".join(_mib(fs[f]) if f in fs else "-" for fs in files.values()) + " |")
+        if "local" in stages:
+            for name in stages:
+                if name.startswith("dask"):
+                    workers = int(name.removeprefix("dask") or 2)
+                    rt = scheduler_round_trip(workers)
+                    extra = (stages[name]["score"] - stages["local"]["score"]) / n_tiles
+                    print(f"\n{name}: scheduler round trip {rt * 1e3:.1f} ms per no-op task; change stage "
+                          f"{extra * 1e3:+.0f} ms per tile against the local engine ({n_tiles} tiles); "
+                          f"whole detect {stages[name]['total'] / stages['local']['total']:.2f}x the local engine's (goal <= 1.2)")
+        if len({r["changed"] for r in rows}) > 1:
             print("WARNING: engines disagree on the changed pixel count", flush=True)
     finally:
         if not args.keep and args.workdir is None:

@@ -305,9 +305,11 @@ BENCHMARKS = {
     "change": "Per-domain F1 of each masker (all pairs and held-out scenes), with and without refinement, "
               "beside published LEVIR-CD predictions; throughput.",
     "intent": "Per-field accuracy of the embedded planner on the question set (tune / held-out / blind).",
+    "latency": "The demo question's time cold (a new process) and warm (next question, same Assistant), per tool.",
     "landcover": "Land cover vs real labels: OSCD urban change, CORINE arable -> urban, Taizhou farmland built over.",
     "refine": "Pixel F1, boundary F1 and region-count error before / after a refiner, per domain.",
-    "scale": "Wall time, megapixels per second and peak RSS on a large mosaic built from real imagery.",
+    "scale": "The whole detect per engine on a large real-imagery mosaic against the lean floor: stage times, MP/s, "
+             "output sizes, peak RSS.",
 }
 NEEDS_DATA = {"change", "landcover", "refine", "scale"}  # read GEODELTA_DATA; intent reads its own question set
 

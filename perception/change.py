@@ -1,4 +1,4 @@
-"""Training-free change maskers (IR-MAD, CVA) behind one registry, plus mask clean-up.
+"""Change maskers behind one registry (CVA here, IR-MAD in irmad.py, the learned one in learned.py), plus mask clean-up.
 
 A masker is fitted once on a pixel sample of the whole pair (`fit`, JSON-able params) and then
 scores any window with those params (`score`), so tiles are independent after the fit. Scores are
@@ -12,17 +12,12 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from scipy import ndimage
-from scipy.stats import chi2
 from skimage.filters import threshold_otsu
 from skimage.measure import label as label_components
 from skimage.morphology import closing, disk, opening
 
 from geodelta.errors import InputError
 
-# Relative eigenvalue floor for the per-date whitening: directions of a date's (weighted)
-# covariance below this fraction of its largest eigenvalue are dropped (pseudo-inverse), so
-# constant or collinear bands (OSCD B10 cirrus, duplicated channels) cannot make CCA singular.
-_EIG_FLOOR = 1e-6
 # Hill exponent of the statistic -> score map s = x^k / (x^k + t^k): 0.5 at the threshold t,
 # 0.8 at 2t, 0.2 at t/2. A display/ranking choice only; the decision is s >= 0.5 <=> x >= t.
 _HILL_K = 2.0
@@ -134,16 +129,29 @@ def _smooth(x: np.ndarray, valid: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def hill_score(stat: np.ndarray, threshold: float, valid: np.ndarray) -> np.ndarray:
-    """Map a non-negative statistic to float32 [0, 1] with `threshold` at exactly 0.5; 0 where not valid."""
+    """Map a non-negative statistic to float32 [0, 1] with `threshold` at exactly 0.5; 0 where not valid.
+
+    Computed in float32 in place (one temporary per window, not five float64 ones): with k = 2,
+    s = 1 / (1 + x^-2) needs no power function."""
     t = max(float(threshold), 1e-12)
-    x = np.maximum(np.nan_to_num(stat, nan=0.0, posinf=1e300), 0.0) / t
+    x = np.nan_to_num(np.asarray(stat, dtype=np.float32), nan=0.0, posinf=np.finfo(np.float32).max)
+    np.maximum(x, 0.0, out=x)
+    x /= np.float32(t)
+    above = x >= 1.0  # the decision, before any rounding of the map below
     with np.errstate(over="ignore", divide="ignore"):
-        s = 1.0 / (1.0 + np.power(np.maximum(x, 1e-300), -_HILL_K))
-    s = s.astype(np.float32)
+        if _HILL_K == 2.0:
+            np.multiply(x, x, out=x)
+            np.reciprocal(x, out=x)  # x = 0 -> inf -> score 0; x^2 overflow -> inf -> 0 -> score 1
+        else:
+            np.power(np.maximum(x, np.float32(1e-30)), np.float32(-_HILL_K), out=x)
+        x += 1.0
+        s = np.reciprocal(x, out=x)
     # float32 rounding must not move a pixel across the decision: pin the two sides of 0.5.
-    above = x >= 1.0
-    s = np.where(above, np.maximum(s, np.float32(0.5)), np.minimum(s, np.nextafter(np.float32(0.5), np.float32(0))))
-    return np.where(valid, s, np.float32(0.0)).astype(np.float32)
+    lo = np.nextafter(np.float32(0.5), np.float32(0))
+    s[above] = np.maximum(s[above], np.float32(0.5))
+    np.minimum(s, lo, out=s, where=~above)
+    s[~np.asarray(valid, bool)] = 0.0
+    return s
 
 
 def sample_valid(a: np.ndarray, b: np.ndarray, valid: np.ndarray | None = None, max_pixels: int = 200_000) -> tuple[np.ndarray, np.ndarray]:
@@ -160,152 +168,6 @@ def sample_valid(a: np.ndarray, b: np.ndarray, valid: np.ndarray | None = None, 
     return (a.reshape(a.shape[0], -1)[:, idx].astype(np.float32), b.reshape(b.shape[0], -1)[:, idx].astype(np.float32))
 
 
-# ---------------------------------------------------------------- IR-MAD
-
-
-def _whitener(cov: np.ndarray) -> np.ndarray:
-    """W (B, k) with W' cov W = I over the eigen-directions above the relative floor (pseudo-inverse)."""
-    vals, vecs = np.linalg.eigh(cov)
-    top = max(float(vals[-1]), 0.0)
-    keep = vals > max(_EIG_FLOOR * top, 1e-12)
-    return vecs[:, keep] / np.sqrt(vals[keep])
-
-
-def _weighted_cca(x: np.ndarray, y: np.ndarray, w: np.ndarray):
-    """Weighted CCA of x (p, N) and y (q, N). Returns means, A (p, m), B (q, m), rho (m,) ascending.
-
-    Canonical variates U = A'(x - mx), V = B'(y - my) have unit weighted variance and correlation
-    rho; pairs are sorted with the smallest correlation first (MAD1 = the most change), and signs
-    are fixed so that each U correlates positively with the sum of x's bands (determinism).
-    """
-    sw = w.sum()
-    mx = (x * w).sum(1) / sw
-    my = (y * w).sum(1) / sw
-    xc = x - mx[:, None]
-    yc = y - my[:, None]
-    sxx = (xc * w) @ xc.T / sw
-    syy = (yc * w) @ yc.T / sw
-    sxy = (xc * w) @ yc.T / sw
-    wx = _whitener(sxx)
-    wy = _whitener(syy)
-    p, s, qt = np.linalg.svd(wx.T @ sxy @ wy, full_matrices=False)
-    m = min(wx.shape[1], wy.shape[1])
-    a_mat = wx @ p[:, :m]
-    b_mat = wy @ qt.T[:, :m]
-    rho = np.clip(s[:m], 0.0, 1.0)
-    order = np.argsort(rho, kind="stable")
-    a_mat, b_mat, rho = a_mat[:, order], b_mat[:, order], rho[order]
-    sign = np.sign(sxx.sum(0) @ a_mat)  # covariance of U with the band sum
-    sign[sign == 0] = 1.0
-    return mx, my, a_mat * sign, b_mat * sign, rho
-
-
-def _mad_chi2(x: np.ndarray, y: np.ndarray, mx, my, a_mat, b_mat, rho, n_variates: int) -> np.ndarray:
-    """Chi-square statistic sum_i MAD_i^2 / (2 (1 - rho_i)) over the first n_variates MADs; x, y (p, N)."""
-    mad = a_mat[:, :n_variates].T @ (x - mx[:, None]) - b_mat[:, :n_variates].T @ (y - my[:, None])
-    var = np.maximum(2.0 * (1.0 - rho[:n_variates]), 1e-6)  # var(U - V) for unit-variance U, V (Nielsen 2007, eq. 4)
-    return (mad**2 / var[:, None]).sum(0)
-
-
-# Scales on which Otsu thresholds the chi-square statistic: forward map and its inverse.
-_OTSU_SCALES = {"cbrt": (np.cbrt, lambda v: v**3), "sqrt": (np.sqrt, np.square), "log": (np.log1p, np.expm1)}
-
-
-@register_masker
-class IRMAD:
-    """Iteratively reweighted MAD (A. A. Nielsen, IEEE TIP 16(2), 2007, 463-478).
-
-    Bands are robustly standardised per date (median / IQR), which with CCA makes the result
-    invariant to any per-band linear radiometric change (gain, offset) of either date. CCA is
-    re-weighted by the no-change probability 1 - F_chi2(Z; m) until the canonical correlations
-    move less than `tol` (at most `max_iter` times). Threshold (`threshold`):
-    - "otsu" (default): Otsu (1979) on the fitted sample's Z mapped by `otsu_scale`; the default
-      "cbrt" is the Wilson-Hilferty transform, which makes a chi-square nearly Gaussian (Otsu's
-      implicit class model). Picked by mean F1 over five labelled domains, not one pair
-      (benchmarks/change_quick.py, smooth=1): cbrt 0.364, sqrt 0.363, log 0.356, chi2 q=0.99 0.317
-      (it marks far too much change: real no-change MADs are heavier-tailed than Gaussian).
-    - "chi2": Z >= chi2.ppf(quantile, m), the textbook no-change test (P(no change) < 1 - quantile).
-    `smooth` (Gaussian sigma, pixels; default 1.0: mean F1 0.364 against 0.351 unsmoothed) smooths
-    each date over valid pixels before windows are scored; the fit sees the raw sample pixels.
-    `n_variates` keeps only the first (least correlated) MADs; default all (fewer lost F1).
-    """
-
-    name = "irmad"
-
-    def __init__(self, threshold: str = "otsu", quantile: float = 0.99, max_iter: int = 30, tol: float = 1e-6,
-                 smooth: float = 1.0, n_variates: int | None = None, otsu_scale: str = "cbrt"):
-        if threshold not in ("otsu", "chi2"):
-            raise InputError(f"irmad threshold must be 'otsu' or 'chi2', not {threshold!r}")
-        if not 0.5 < quantile < 1.0:
-            raise InputError(f"irmad quantile must lie in (0.5, 1), not {quantile}")
-        self.threshold, self.quantile, self.max_iter, self.tol = threshold, quantile, int(max_iter), float(tol)
-        self.smooth, self.n_variates = float(smooth), n_variates
-        if otsu_scale not in _OTSU_SCALES:
-            raise InputError(f"irmad otsu_scale must be one of {', '.join(_OTSU_SCALES)}, not {otsu_scale!r}")
-        self.otsu_scale = otsu_scale
-
-    def fit(self, a: np.ndarray, b: np.ndarray) -> dict:
-        a, b = _check_pair(a, b, 2)
-        finite = np.isfinite(a).all(0) & np.isfinite(b).all(0)
-        a, b = a[:, finite], b[:, finite]
-        ca, sa = _robust_stats(a)
-        cb, sb = _robust_stats(b)
-        keep = [i for i in range(a.shape[0]) if sa[i] > 0 and sb[i] > 0]
-        params: dict[str, Any] = {"method": self.name, "bands": int(a.shape[0]), "keep": keep, "centre_a": ca,
-                                  "scale_a": sa, "centre_b": cb, "scale_b": sb, "smooth": self.smooth}
-        if not keep or a.shape[1] < 2:
-            return params | {"degenerate": True, "threshold": 1.0, "iterations": 0}
-        x = _standardise(a, ca, sa, keep)
-        y = _standardise(b, cb, sb, keep)
-        w = np.ones(x.shape[1])
-        rho_old = None
-        for it in range(1, self.max_iter + 1):
-            mx, my, a_mat, b_mat, rho = _weighted_cca(x, y, w)
-            m = rho.size
-            nv = m if self.n_variates is None else max(1, min(int(self.n_variates), m))
-            z = _mad_chi2(x, y, mx, my, a_mat, b_mat, rho, nv)
-            w = chi2.sf(z, nv)  # no-change probability (Nielsen 2007, sec. III)
-            if w.sum() <= 1e-9 * w.size:
-                w = np.ones_like(w)
-                break
-            if rho_old is not None and rho_old.size == rho.size and np.max(np.abs(rho - rho_old)) < self.tol:
-                break
-            rho_old = rho
-        if self.threshold == "chi2":
-            thr = float(chi2.ppf(self.quantile, nv))
-        else:
-            fwd, inv = _OTSU_SCALES[self.otsu_scale]
-            lz = fwd(z)
-            thr = float(inv(threshold_otsu(lz))) if np.ptp(lz) > 0 else float(chi2.ppf(self.quantile, nv))
-        return params | {"degenerate": False, "mean_a": mx.tolist(), "mean_b": my.tolist(), "A": a_mat.tolist(),
-                         "B": b_mat.tolist(), "rho": rho.tolist(), "n_variates": nv, "threshold": thr,
-                         "threshold_rule": self.threshold, "iterations": it}
-
-    def statistic(self, a: np.ndarray, b: np.ndarray, valid: np.ndarray, params: dict) -> np.ndarray:
-        """Chi-square MAD statistic Z (h, w) float64 of one window; 0 where not valid."""
-        a, b, valid = _window(a, b, valid)
-        if params.get("degenerate"):
-            return np.zeros(a.shape[1:])
-        keep = params["keep"]
-        x = _standardise(a, params["centre_a"], params["scale_a"], keep)
-        y = _standardise(b, params["centre_b"], params["scale_b"], keep)
-        x = np.where(valid, x, 0.0)
-        y = np.where(valid, y, 0.0)
-        sigma = float(params.get("smooth", 0.0))
-        x, y = _smooth(x, valid, sigma), _smooth(y, valid, sigma)
-        h, w = a.shape[1:]
-        z = _mad_chi2(x.reshape(len(keep), -1), y.reshape(len(keep), -1), np.asarray(params["mean_a"]),
-                      np.asarray(params["mean_b"]), np.asarray(params["A"]), np.asarray(params["B"]),
-                      np.asarray(params["rho"]), int(params["n_variates"]))
-        return np.where(valid, z.reshape(h, w), 0.0)
-
-    def score(self, a: np.ndarray, b: np.ndarray, valid: np.ndarray, params: dict) -> np.ndarray:
-        if params.get("degenerate"):
-            return np.zeros(np.shape(valid), np.float32)
-        z = self.statistic(a, b, valid, params)  # 0 on invalid or non-finite pixels -> score 0
-        return hill_score(z, params["threshold"], np.asarray(valid, bool))
-
-
 # ---------------------------------------------------------------- CVA
 
 
@@ -317,6 +179,7 @@ class CVA:
     """
 
     name = "cva"
+    thread_safe = True
 
     def __init__(self, smooth: float = 0.0):
         self.smooth = float(smooth)
@@ -404,6 +267,7 @@ class BandSubset:
     def __init__(self, masker: ChangeMasker, indices: list[int], names: list[str]):
         self.masker, self.indices, self.names = masker, indices, names
         self.name = masker.name
+        self.thread_safe = getattr(masker, "thread_safe", False)
 
     def fit(self, a: np.ndarray, b: np.ndarray) -> dict:
         params = self.masker.fit(a[self.indices], b[self.indices])
@@ -413,5 +277,6 @@ class BandSubset:
         return self.masker.score(a[self.indices], b[self.indices], valid, params)
 
 
-# The learned masker registers itself on import; it stays torch-free until it is used.
+# IR-MAD (irmad.py) and the learned masker register themselves on import; learned stays torch-free until used.
+from geodelta.perception import irmad as _irmad  # noqa: E402,F401
 from geodelta.perception import learned as _learned  # noqa: E402,F401

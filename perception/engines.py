@@ -5,9 +5,9 @@ change_prob.tif (float32 score, 0 where nodata) window by window on the pair's g
 `change_window` (pair.read -> masker.score -> change.clean_mask on a window with a halo), so the
 algorithm exists once; engines only decide where windows run and how results reach the files.
 
-- `local`: a loop in this process (the default; peak memory follows `tile`).
+- `local`: a pool of threads in this process (the default; peak memory follows `tile` x threads).
 - `dask`: a `dask.array` whose blocks are delayed halo reads of the same windows, stored block-wise
-  into the two tiled GeoTIFFs through `dask.array.store` under a `distributed.Lock`, on a
+  into the two tiled GeoTIFFs through `dask.array.store`, one `distributed.Lock` per file, on a
   `dask.distributed` cluster (an existing scheduler, or a LocalCluster of `workers` processes). No
   process ever holds the scene: the driver holds only per-block counts.
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import rasterio
+from rasterio.errors import NodataShadowWarning, NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from geodelta.errors import InputError
@@ -66,20 +68,45 @@ def _create(path: Path, grid: Grid, dtype: str, nodata: float | None) -> None:
 # ---------------------------------------------------------------- local
 
 
+def local_threads(threads: int | None = None) -> int:
+    """Worker threads of the local engine: `threads`, else GEODELTA_THREADS, else the CPUs this process may use."""
+    if threads is None:
+        env = os.environ.get("GEODELTA_THREADS")
+        threads = int(env) if env else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if int(threads) < 1:
+        raise InputError(f"threads must be >= 1, got {threads}")
+    return int(threads)
+
+
 def run_local(pair: AlignedPair, masker: change.ChangeMasker, params: dict, out_paths: OutPaths, tile: int = 1024,
-              progress: Progress | None = None, *, min_pixels: int = 0) -> tuple[int, int]:
-    """Windows one after another in this process; returns (changed_px, valid_px)."""
+              progress: Progress | None = None, *, min_pixels: int = 0, threads: int | None = None) -> tuple[int, int]:
+    """Windows on a pool of `threads` threads in this process (default: every CPU it may use); returns
+    (changed_px, valid_px).
+
+    Threads, not processes: rasterio/GDAL reads, numpy and scipy.ndimage release the GIL, so windows
+    score in parallel while sharing the fitted masker, and each thread keeps its own GDAL handles
+    (the pair's ReaderCache is thread-local). Results are written by this thread in window order, at
+    most 2 x threads windows ahead of the writer, so peak memory follows `tile` x threads."""
     from geodelta.perception import render
 
     grid = pair.grid
     windows = list(iter_windows(grid, tile, halo=change.HALO))
+    n_threads = min(local_threads(threads), max(1, len(windows)))
+    if not getattr(masker, "thread_safe", False):  # e.g. the learned model: torch threads inside one call
+        n_threads = 1
     changed = valid_total = 0
+
+    def job(i: int) -> tuple[np.ndarray, np.ndarray]:
+        read_win, _, core = windows[i]
+        return change_window(pair, masker, params, read_win, core, min_pixels)
+
     with (
         render.write_geotiff(out_paths[0], grid, "uint8", NODATA_U8) as dst_c,
         render.write_geotiff(out_paths[1], grid, "float32", None) as dst_p,
     ):
-        for i, (read_win, core_win, core) in enumerate(windows):
-            out, prob = change_window(pair, masker, params, read_win, core, min_pixels)
+        def write(i: int, out: np.ndarray, prob: np.ndarray) -> None:
+            nonlocal changed, valid_total
+            core_win = windows[i][1]
             dst_c.write(out, 1, window=core_win)
             dst_p.write(prob, 1, window=core_win)
             c, v = _counts(out)
@@ -87,6 +114,32 @@ def run_local(pair: AlignedPair, masker: change.ChangeMasker, params: dict, out_
             valid_total += v
             if progress:
                 progress("change", i + 1, len(windows))
+
+        if n_threads == 1:
+            for i in range(len(windows)):
+                write(i, *job(i))
+            return changed, valid_total
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        # warnings.catch_warnings (used by the readers) is process-wide, not per thread: hold the filters the
+        # readers set for the whole pool, so threads entering and leaving it cannot let them through.
+        with warnings.catch_warnings(), ThreadPoolExecutor(n_threads, thread_name_prefix="geodelta-change") as pool:
+            warnings.simplefilter("ignore", NodataShadowWarning)
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            pending: deque = deque()
+            try:
+                for i in range(len(windows)):
+                    pending.append((i, pool.submit(job, i)))
+                    while len(pending) >= 2 * n_threads or (pending and pending[0][1].done()):
+                        j, fut = pending.popleft()
+                        write(j, *fut.result())
+                while pending:
+                    j, fut = pending.popleft()
+                    write(j, *fut.result())
+            finally:
+                for _, fut in pending:
+                    fut.cancel()
     return changed, valid_total
 
 
@@ -96,18 +149,30 @@ def run_local(pair: AlignedPair, masker: change.ChangeMasker, params: dict, out_
 class RasterTarget:
     """A `dask.array.store` target: `target[rows, cols] = block` writes that window of a GeoTIFF.
 
-    Picklable (only the path travels), so any worker process can write; callers serialise writes with
-    a lock (GDAL must not update one compressed file from two processes at once)."""
+    Picklable (only the path and a lock name travel), so any worker process can write. Each file has
+    its own `distributed.Lock` (GDAL must not update one compressed file from two processes at once),
+    so one worker's change.tif block and another's change_prob.tif block are written at the same time."""
 
-    def __init__(self, path: Path, shape: tuple[int, int], dtype: str):
+    def __init__(self, path: Path, shape: tuple[int, int], dtype: str, lock_name: str | None = None):
         self.path, self.shape, self.dtype = Path(path), shape, np.dtype(dtype)
         self.ndim = 2
+        self.lock_name = lock_name
 
     def __setitem__(self, key: tuple[slice, slice], value: np.ndarray) -> None:
         rows, cols = key
         win = Window(cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start)
+        block = np.asarray(value, dtype=self.dtype)
+        if self.lock_name is None:
+            self._write(win, block)
+            return
+        from dask.distributed import Lock
+
+        with Lock(self.lock_name):
+            self._write(win, block)
+
+    def _write(self, win: Window, block: np.ndarray) -> None:
         with rasterio.open(self.path, "r+") as dst:
-            dst.write(np.asarray(value, dtype=self.dtype), 1, window=win)
+            dst.write(block, 1, window=win)
 
 
 def _block_counts(change_block: np.ndarray, *_stored: Any) -> np.ndarray:
@@ -152,6 +217,42 @@ def dask_client(scheduler: str | None = None, workers: int | None = None, client
             cluster.close()
 
 
+def _warm_imports() -> None:
+    """Run on each worker while the driver fits: the modules a block task unpickles, imported ahead of it."""
+    import geodelta.perception.change
+    import geodelta.perception.engines
+    import geodelta.perception.io  # noqa: F401
+
+
+@contextmanager
+def started(engine: str, engine_opts: dict | None = None) -> Iterator[Callable[[], dict]]:
+    """Start what `engine` needs in the background now; yields `resolve()` -> the engine options to pass.
+
+    For "dask" without a client or scheduler address this starts the LocalCluster and imports GeoDelta on
+    its workers in a thread while the caller fits the masker (a cluster of 2 processes takes seconds to
+    start, as long as the fit), and closes it on exit. Other engines: the options unchanged."""
+    opts = dict(engine_opts or {})
+    if engine != "dask" or opts.get("client") is not None or opts.get("scheduler"):
+        yield lambda: opts
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    def start() -> tuple[Any, Any]:
+        cl, cluster = _client(None, opts.get("workers"), None)
+        cl.run(_warm_imports)
+        return cl, cluster
+
+    pool = ThreadPoolExecutor(1, thread_name_prefix="geodelta-dask-start")
+    fut = pool.submit(start)
+    pool.shutdown(wait=False)
+    try:
+        yield lambda: {k: v for k, v in opts.items() if k != "workers"} | {"client": fut.result()[0]}
+    finally:
+        cl, cluster = fut.result()
+        cl.close()
+        cluster.close()
+
+
 def run_dask(pair: AlignedPair, masker: change.ChangeMasker, params: dict, out_paths: OutPaths, tile: int = 1024,
              progress: Progress | None = None, *, min_pixels: int = 0, scheduler: str | None = None,
              workers: int | None = None, client: Any | None = None) -> tuple[int, int]:
@@ -162,7 +263,7 @@ def run_dask(pair: AlignedPair, masker: change.ChangeMasker, params: dict, out_p
     Output paths must be visible to every worker (a shared file system on a multi-machine cluster)."""
     import dask
     import dask.array as da
-    from dask.distributed import Lock, as_completed
+    from dask.distributed import as_completed
 
     grid = pair.grid
     windows = list(iter_windows(grid, tile, halo=change.HALO))
@@ -188,10 +289,11 @@ def run_dask(pair: AlignedPair, masker: change.ChangeMasker, params: dict, out_p
         rows_p[-1].append(da.from_delayed(prob_d, shape, dtype=np.float32))
     chg, prob = da.block(rows_c), da.block(rows_p)
 
-    targets = [RasterTarget(out_paths[0], grid.shape, "uint8"), RasterTarget(out_paths[1], grid.shape, "float32")]
+    run = uuid.uuid4().hex
+    targets = [RasterTarget(out_paths[0], grid.shape, "uint8", f"geodelta-write-{run}-change"),
+               RasterTarget(out_paths[1], grid.shape, "float32", f"geodelta-write-{run}-prob")]
     with dask_client(scheduler, workers, client) as cl:
-        lock = Lock(f"geodelta-write-{uuid.uuid4().hex}")
-        stored_c, stored_p = da.store([chg, prob], targets, lock=lock, compute=False, return_stored=True,
+        stored_c, stored_p = da.store([chg, prob], targets, lock=False, compute=False, return_stored=True,
                                        load_stored=False)
         counts = da.map_blocks(_block_counts, chg, stored_c, stored_p, dtype=np.int64,
                                new_axis=2, chunks=((1,) * len(row_h), (1,) * len(col_w), (2,)))

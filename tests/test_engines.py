@@ -80,3 +80,21 @@ def test_cli_engine_dask_with_one_worker(demo_pair, tmp_path: Path) -> None:
                         catch_exceptions=False)
     assert res.exit_code == 0, res.output
     assert np.array_equal(_read(tmp_path / "d" / "change.tif")[0], _read(tmp_path / "l" / "change.tif")[0])
+
+
+def test_local_threads_write_the_same_bytes_as_one_thread(data_dir: Path, tmp_path: Path) -> None:
+    # the warped NAIP pair: every thread opens its own GDAL handles and WarpedVRT
+    naip = data_dir / "naip"
+    pair = open_pair(naip / "m_4709963_se_14_1_20090818.tif", naip / "m_4709963_se_14_1_20200831.tif")
+    masker = change.get_masker("irmad")
+    params = masker.fit(*pair.sample())
+    one = engines.run_local(pair, masker, params, (tmp_path / "c1.tif", tmp_path / "p1.tif"), 256, min_pixels=16, threads=1)
+    progress: list[int] = []
+    three = engines.run_local(pair, masker, params, (tmp_path / "c3.tif", tmp_path / "p3.tif"), 256,
+                              lambda stage, done, total: progress.append(done), min_pixels=16, threads=3)
+    assert one == three and one[0] > 0
+    assert progress == sorted(progress) and progress[-1] == len(progress)  # written in window order
+    for a, b in (("c1.tif", "c3.tif"), ("p1.tif", "p3.tif")):
+        assert np.array_equal(_read(tmp_path / a)[0], _read(tmp_path / b)[0])
+    with pytest.raises(InputError, match="threads"):
+        engines.run_local(pair, masker, params, (tmp_path / "x.tif", tmp_path / "y.tif"), 256, threads=0)

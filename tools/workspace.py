@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from affine import Affine
 from rasterio.crs import CRS
@@ -19,6 +20,27 @@ from geodelta.contracts import Region
 from geodelta.errors import ToolInputError
 from geodelta.perception.grid import Grid
 from geodelta.perception.io import AlignedPair, open_pair
+
+
+T = TypeVar("T")
+
+
+def _stamp(files: Iterable[Path]) -> tuple:
+    """(path, mtime_ns, size) of each file, None for a missing one: changes when any file is rewritten."""
+    out = []
+    for f in files:
+        try:
+            st = Path(f).stat()
+            out.append((str(f), st.st_mtime_ns, st.st_size))
+        except OSError:
+            out.append((str(f), None))
+    return tuple(out)
+
+
+def _copy(an: "Analysis") -> "Analysis":
+    """A copy whose lists and dicts the caller may change (regions are immutable pydantic models)."""
+    return replace(an, regions=list(an.regions), stats=dict(an.stats), params=dict(an.params),
+                   landcover=dict(an.landcover) if an.landcover is not None else None)
 
 
 def grid_to_json(grid: Grid) -> dict[str, Any]:
@@ -67,6 +89,21 @@ class Workspace:
     def __init__(self, root: Path):
         self.root = Path(root).expanduser().resolve()
         self._pairs: dict[str, AlignedPair] = {}
+        self._memo: dict[Any, tuple[tuple, Any]] = {}
+        # analysis.json path -> (file stamp, Analysis): each tool call of a question reads the analysis, and
+        # parsing and validating every region costs 20-70 ms on the demo
+        self._analyses: dict[Path, tuple[tuple, Analysis]] = {}
+
+    def memo(self, key: Any, files: Callable[[T], Iterable[Path]], compute: Callable[[], T]) -> T:
+        """`compute()` once per `key` in this process, reused while the files the result names
+        (`files(result)`) are unchanged on disk (same mtime and size), so a second question on the
+        same scene does not fit and score it again (warm reuse, issue 15 item 7)."""
+        hit = self._memo.get(key)
+        if hit is not None and _stamp(files(hit[1])) == hit[0] and all(x[1] is not None for x in hit[0]):
+            return hit[1]
+        value = compute()
+        self._memo[key] = (_stamp(files(value)), value)
+        return value
 
     # scenes ---------------------------------------------------------------
     def scene_id(self, before: Path, after: Path, aoi: tuple | None) -> str:
@@ -101,6 +138,7 @@ class Workspace:
     def save(self, analysis: Analysis) -> Path:
         path = analysis.out_dir / "analysis.json"
         path.write_text(json.dumps(analysis.to_json()))
+        self._analyses[path] = (_stamp([path]), _copy(analysis))  # the next tool call reads it back without parsing
         return path
 
     def analysis(self, analysis_id: str) -> Analysis:
@@ -109,8 +147,11 @@ class Workspace:
         path = self.root / analysis_id / "analysis.json"
         if not path.is_file():
             raise ToolInputError(f"unknown analysis_id {analysis_id!r}: call detect_changes first")
+        hit = self._analyses.get(path)
+        if hit is not None and hit[0] == _stamp([path]):  # unchanged since this process wrote or read it
+            return _copy(hit[1])
         d = json.loads(path.read_text())
-        return Analysis(
+        an = Analysis(
             analysis_id=d["analysis_id"],
             scene_id=d["scene_id"],
             out_dir=path.parent,
@@ -121,3 +162,5 @@ class Workspace:
             stats=d["stats"],
             landcover=d.get("landcover"),
         )
+        self._analyses[path] = (_stamp([path]), _copy(an))
+        return an
