@@ -19,7 +19,7 @@ class DetectArgs(BaseModel):
         default="irmad",
         description="Change masker: irmad (training-free, any sensor; the default), cva (training-free), learned "
                     "(GeoDelta's Siamese network: better than irmad on sub-2 m aerial RGB building change, worse on "
-                    "10-30 m satellite imagery; needs the [train] extra).")
+                    "10-30 m satellite imagery; runs with onnxruntime, no torch).")
     min_area_m2: float = Field(default=0.0, ge=0, description="Drop regions smaller than this (m²).")
 
 
