@@ -258,12 +258,19 @@ class IRMAD:
         x = _standardise(a, ca, sa, keep)
         y = _standardise(b, cb, sb, keep)
         w = np.ones(x.shape[1])
-        rho_old = None
+        rho_old, last = None, None
         for it in range(1, self.max_iter + 1):
             mx, my, a_mat, b_mat, rho = _weighted_cca(x, y, w)
             m = rho.size
             nv = m if self.n_variates is None else max(1, min(int(self.n_variates), m))
             z = _mad_chi2(x, y, mx, my, a_mat, b_mat, rho, nv)
+            if rho.size == 0 or not (np.isfinite(z).all() and np.isfinite(rho).all()):
+                # the reweighting collapsed onto a few pixels (seen on an OMBRIA pair): keep the last finite fit
+                if last is None:
+                    return params | {"degenerate": True, "threshold": 1.0, "iterations": it}
+                mx, my, a_mat, b_mat, rho, nv, z = last
+                break
+            last = (mx, my, a_mat, b_mat, rho, nv, z)
             w = chi2.sf(z, nv)  # no-change probability (Nielsen 2007, sec. III)
             if w.sum() <= 1e-9 * w.size:
                 w = np.ones_like(w)
@@ -365,14 +372,18 @@ def halo_for(radius: int = 1, min_pixels: int = 0, smooth: float = 0.0) -> int:
 HALO = 32  # covers halo_for(radius<=2, min_pixels<=16, smooth<=2): the defaults with room to spare
 
 
-def clean_mask(mask: np.ndarray, valid: np.ndarray, radius: int = 1, min_pixels: int = 0) -> np.ndarray:
-    """Opening then closing with a disk of `radius`, then removal of 4-connected components with
-    fewer than `min_pixels` pixels (scikit-image). Returns bool (h, w), False where not valid."""
+def clean_mask(mask: np.ndarray, valid: np.ndarray, radius: int = 1, min_pixels: int = 0,
+               open_radius: int | None = None) -> np.ndarray:
+    """Opening (disk of `open_radius`, default `radius`; 0 skips it) then closing with a disk of `radius`,
+    then removal of 4-connected components with fewer than `min_pixels` pixels (scikit-image).
+    Returns bool (h, w), False where not valid."""
     valid = np.asarray(valid, bool)
     out = np.asarray(mask, bool) & valid
+    r_open = radius if open_radius is None else int(open_radius)
+    if r_open > 0:
+        out = opening(out, disk(r_open)).astype(bool)
     if radius > 0:
-        fp = disk(int(radius))
-        out = closing(opening(out, fp), fp).astype(bool) & valid
+        out = closing(out, disk(int(radius))).astype(bool) & valid
     if min_pixels > 1 and out.any():
         labels = label_components(out, connectivity=1)
         sizes = np.bincount(labels.ravel())
@@ -404,6 +415,7 @@ class BandSubset:
     def __init__(self, masker: ChangeMasker, indices: list[int], names: list[str]):
         self.masker, self.indices, self.names = masker, indices, names
         self.name = masker.name
+        self.open_radius = getattr(masker, "open_radius", None)
 
     def fit(self, a: np.ndarray, b: np.ndarray) -> dict:
         params = self.masker.fit(a[self.indices], b[self.indices])
@@ -413,5 +425,7 @@ class BandSubset:
         return self.masker.score(a[self.indices], b[self.indices], valid, params)
 
 
-# The learned masker registers itself on import; it stays torch-free until it is used.
+# The learned, water and auto maskers register themselves on import; none imports torch.
 from geodelta.perception import learned as _learned  # noqa: E402,F401
+from geodelta.perception import change_water as _water  # noqa: E402,F401
+from geodelta.perception import change_auto as _auto  # noqa: E402,F401

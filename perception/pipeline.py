@@ -54,7 +54,7 @@ def detect_stage(
     pair: AlignedPair,
     out_dir: Path,
     *,
-    method: str = "irmad",
+    method: str = "auto",
     min_area_m2: float = 0.0,
     min_area_px: int = 16,
     tile: int = 1024,
@@ -75,9 +75,12 @@ def detect_stage(
     roles = pair_roles(pair)
     if keep is not None:
         roles = {role: keep.index(i) for role, i in roles.items() if i in keep}
-    # Maskers that need to know which band is red / NIR (the learned one) take `roles`.
-    takes_roles = "roles" in inspect.signature(change.MASKERS.get(method, object)).parameters
-    opts = dict(masker_opts or {}) | ({"roles": roles} if takes_roles else {})  # e.g. the learned model's weights
+    # Maskers that need to know which band is red / NIR (learned, water, auto) take `roles`; `auto` also
+    # takes the pixel size it picks by (`scene`).
+    sig = inspect.signature(change.MASKERS.get(method, object)).parameters
+    opts = dict(masker_opts or {}) | ({"roles": roles} if "roles" in sig else {})  # e.g. the learned model's weights
+    if "scene" in sig:
+        opts["scene"] = {"pixel_m": grid.pixel_area_m2 ** 0.5 if grid.pixel_area_m2 else None}
     masker = change.get_masker(method, **opts)
     if keep is not None:
         masker = change.BandSubset(masker, keep, [pair.band_names[i] for i in keep])
@@ -155,7 +158,7 @@ def run_detect(
     after: str | Path,
     out_dir: str | Path,
     *,
-    method: str = "irmad",
+    method: str = "auto",
     aoi: tuple[float, float, float, float] | None = None,
     min_area_m2: float = 0.0,
     min_area_px: int = 16,
@@ -164,12 +167,15 @@ def run_detect(
     progress: Progress | None = None,
     engine: str = "local",
     engine_opts: dict | None = None,
+    bands: str | list[str] | None = None,
 ) -> dict[str, Any]:
-    """`geodelta detect`: every output file of issue 2 in `out_dir`; returns the summary dict."""
+    """`geodelta detect`: every output file of issue 2 in `out_dir`; returns the summary dict.
+
+    `bands` declares band roles in file order ("swir1,nir,green") for files that carry none."""
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
-    pair = open_pair(before, after, aoi=aoi)
+    pair = open_pair(before, after, aoi=aoi, bands=bands)
     t_open = time.perf_counter() - t0
     query = query or ChangeQuery(min_area_m2=min_area_m2)
 
@@ -211,11 +217,14 @@ def build_summary(
     return {
         "geodelta_version": _version(),
         "query": query.model_dump(mode="json"),
-        "method": {"name": det.method, "params": det.params},
+        "method": {"name": det.method, "params": det.params,
+                   **({"chosen": det.params["chosen"], "reason": det.params["reason"]} if "chosen" in det.params else {})},
         "inputs": {
             "before": pair.scene_ref("before").model_dump(mode="json"),
             "after": pair.scene_ref("after").model_dump(mode="json"),
             "bands": pair.band_names,
+            "band_roles": pair.band_roles,
+            "band_roles_source": pair.roles_source,
         },
         "grid": {
             "crs": grid.crs.to_string() if grid.crs else None,
