@@ -262,7 +262,7 @@ def landcover_stage(pair: AlignedPair, regions: list[Region], *, tile: int = 102
     from affine import Affine
     from rasterio.features import rasterize
 
-    from geodelta.perception import landcover, transitions
+    from geodelta.perception import landcover, landcover_learned, transitions
 
     roles = pair_roles(pair)
     rule_set = landcover.rule_set(roles)
@@ -270,6 +270,8 @@ def landcover_stage(pair: AlignedPair, regions: list[Region], *, tile: int = 102
     n_cls = len(landcover.CLASSES)
     if rule_set == "none" or not regions:
         return regions, {"rule_set": rule_set, "classes_known": False, "roles": roles}
+    if rule_set == "rgb" and landcover_learned.available():  # learned chips beat the colour rules on AID (model card)
+        return landcover_learned.region_classes(pair, regions, roles, progress)
 
     geoms = [(r.id, describe.pixel_polygon(r, grid), r.bbox_px) for r in regions]
     # One set of scene-adapted thresholds per date, fitted on a scene-wide sample, so every tile
