@@ -80,7 +80,7 @@ def detect_stage(
     sig = inspect.signature(change.MASKERS.get(method, object)).parameters
     opts = dict(masker_opts or {}) | ({"roles": roles} if "roles" in sig else {})  # e.g. the learned model's weights
     if "scene" in sig:
-        opts["scene"] = {"pixel_m": grid.pixel_area_m2 ** 0.5 if grid.pixel_area_m2 else None}
+        opts["scene"] = {"pixel_m": pixel_size_m(grid)}
     masker = change.get_masker(method, **opts)
     if keep is not None:
         masker = change.BandSubset(masker, keep, [pair.band_names[i] for i in keep])
@@ -107,6 +107,23 @@ def detect_stage(
     )
     timings["polygonise_s"] = time.perf_counter() - t0
     return Detection(out_dir, grid, method, params, change_tif, prob_tif, regions, changed, valid_total, timings)
+
+
+def pixel_size_m(grid: Grid) -> float | None:
+    """Ground pixel size in metres (geometric mean of x and y): from a projected CRS, or for a geographic
+    one (OSCD's EPSG:4326) from degrees at the grid's centre latitude (111,320 m per degree of longitude at
+    the equator x cos(latitude), 110,574 m per degree of latitude); None without a georeference."""
+    if grid.pixel_area_m2:
+        return float(grid.pixel_area_m2) ** 0.5
+    if grid.crs is None or not grid.georeferenced:
+        return None
+    import math
+
+    t = grid.transform
+    lat = t.f + t.e * grid.height / 2
+    dx = abs(t.a) * 111_320.0 * math.cos(math.radians(lat))
+    dy = abs(t.e) * 110_574.0
+    return math.sqrt(dx * dy) if dx > 0 and dy > 0 else None
 
 
 def _min_pixels(grid: Grid, min_area_m2: float, min_area_px: int) -> int:

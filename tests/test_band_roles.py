@@ -125,3 +125,14 @@ def test_irmad_survives_a_reweighting_that_collapses(data_dir: Path):
     with open_pair(before, after) as pair:
         params = get_masker("irmad").fit(*pair.sample())
     assert np.isfinite(params["threshold"]) and params["threshold"] > 0
+
+
+def test_auto_on_a_geographic_sentinel2_folder_picks_cva(data_dir: Path, tmp_path: Path):
+    # OSCD cities are EPSG:4326: the pixel size comes from degrees at the scene's latitude (about 10 m)
+    from geodelta.perception.pipeline import pixel_size_m
+
+    city = data_dir / "oscd" / "rennes"
+    with open_pair(city / "imgs_1", city / "imgs_2") as pair:
+        assert 7 < pixel_size_m(pair.grid) < 14
+    s = run_detect(city / "imgs_1", city / "imgs_2", tmp_path)
+    assert s["method"]["chosen"] == "cva" and "Sentinel-2" in s["method"]["reason"]
