@@ -426,6 +426,4 @@ class BandSubset:
 
 
 # The learned, water and auto maskers register themselves on import; none imports torch.
-from geodelta.perception import learned as _learned  # noqa: E402,F401
-from geodelta.perception import change_water as _water  # noqa: E402,F401
-from geodelta.perception import change_auto as _auto  # noqa: E402,F401
+from geodelta.perception import change_auto as _auto, change_water as _water, learned as _learned  # noqa: E402,F401,I001

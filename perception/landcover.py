@@ -101,8 +101,7 @@ _EPS = 1e-6
 
 
 def rule_set(roles: dict[str, int]) -> Literal["multispectral", "rgb", "water", "none"]:
-    """Which rules fit the bands: 'multispectral' needs red + nir, 'rgb' needs red, green and blue, 'water'
-    (perception/landcover_water.py) green + swir1 or nir."""
+    """Which rules fit: 'multispectral' red + nir; 'rgb' red, green, blue; 'water' green + swir1 or nir."""
     if "red" in roles and "nir" in roles:
         return "multispectral"
     if {"red", "green", "blue"} <= set(roles):
