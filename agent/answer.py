@@ -27,6 +27,20 @@ _PHRASE = {
 }
 
 
+# Classes that colour alone cannot tell apart: they need one of these band roles (NDVI / MNDWI / NDWI).
+_NEEDS_BANDS = {"water": ("nir", "swir1"), "tree": ("nir",), "low_vegetation": ("nir",), "cropland": ("nir",)}
+
+
+def roles_unknown_for(query: ChangeQuery, scene: dict[str, Any] | None) -> list[str]:
+    """The asked classes that need NIR/SWIR when the scene's band roles were only assumed (a PNG or a TIFF
+    without band names read as RGB) and include none of the bands those classes need."""
+    if not scene or scene.get("band_roles_source") != "assumed":
+        return []
+    roles = set(scene.get("band_roles") or {})
+    asked = list(dict.fromkeys([*query.from_classes, *query.to_classes]))
+    return [c for c in asked if c in _NEEDS_BANDS and not roles & set(_NEEDS_BANDS[c])]
+
+
 def tool_results(messages: list[AnyMessage]) -> dict[str, tuple[str, dict[str, Any]]]:
     """Latest successful result per tool name: name -> (tool_call_id, parsed JSON)."""
     out: dict[str, tuple[str, dict[str, Any]]] = {}
@@ -114,10 +128,22 @@ def compose(messages: list[AnyMessage], history: list[AnyMessage], workspace: Wo
     det = results.get("detect_changes") or earlier.get("detect_changes")
     if det:
         evidence.append(Evidence(tool_call_id=det[0], tool="detect_changes", claim=f"changed fraction of the scene ({det[1]['method']})", value=det[1].get("changed_fraction")))
+        if det[1].get("chosen_method"):  # method auto: which masker ran and the measured reason
+            evidence.append(Evidence(tool_call_id=det[0], tool="detect_changes", claim="change method chosen by auto", value=det[1].get("method_reason") or det[1]["chosen_method"]))
+    scene = results.get("load_scene") or earlier.get("load_scene")
+    unknown = roles_unknown_for(query, scene[1] if scene else None)
+    if unknown:
+        caveats.append(f"The band roles of these images are not known (no band names: read as red, green, blue), and "
+                       f"{_classes(unknown)} needs near-infrared or SWIR bands: if the images are not true colour, declare "
+                       "their bands in file order, e.g. --bands swir1,nir,green (bands= in the API).")
 
     n = desc["n_regions"]
     subject, scope = _subject(query), _scope(query)
-    if n == 0:
+    if n == 0 and unknown:
+        text = (f"I cannot tell whether there was {subject} {scope}: the images' band roles are unknown (read as red, "
+                f"green, blue) and {_classes(unknown)} needs near-infrared or SWIR. Declare the bands (e.g. --bands "
+                "swir1,nir,green) and ask again.")
+    elif n == 0:
         text = f"No {subject} was found {scope}."
         if desc.get("n_regions_all"):
             text += f" ({desc['n_regions_all']} changed areas of other kinds were detected.)"
@@ -128,7 +154,7 @@ def compose(messages: list[AnyMessage], history: list[AnyMessage], workspace: Wo
         evidence.append(Evidence(tool_call_id=d_id, tool="describe_changes", claim=f"area in the {quad['where']['sector']} ({quad['what']['from']} -> {quad['what']['to']})", value=quad.get("total_area_m2", quad.get("total_area_px"))))
     text += _when(results.get("detect_series"), query, evidence, caveats)
     cap = results.get("caption_changes")
-    if cap:
+    if cap and not (n == 0 and unknown):  # "no change" captions would contradict "cannot tell"
         text += " " + cap[1]["caption"]
     maps = dict(results["render_map"][1]["maps"]) if "render_map" in results else {}
     if "detect_series" in results:

@@ -63,9 +63,13 @@ class Assistant:
 
     # -- asking ---------------------------------------------------------------
     def ask(self, question: str, *, before: str | Path | None = None, after: str | Path | None = None,
-            images: list[str | Path] | None = None, thread_id: str | None = None) -> Answer:
-        """Answer one question (a follow-up when `thread_id` names an earlier conversation)."""
-        *_, answer = self._run(question, before, after, images, thread_id, stream=False)
+            images: list[str | Path] | None = None, thread_id: str | None = None,
+            bands: str | list[str] | None = None) -> Answer:
+        """Answer one question (a follow-up when `thread_id` names an earlier conversation).
+
+        `bands` declares the band roles of the images in file order ("swir1,nir,green") when the files
+        carry none; it is recorded in the audit trail and used by the change model and land cover."""
+        *_, answer = self._run(question, before, after, images, thread_id, stream=False, bands=bands)
         return answer
 
     async def aask(self, question: str, **kwargs: Any) -> Answer:
@@ -74,7 +78,8 @@ class Assistant:
 
     def stream(self, question: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
         """One event per step: {"type": "node"|"tool"|"progress"|"answer"|"clarify", ...} for chat UIs."""
-        yield from self._run(question, kwargs.get("before"), kwargs.get("after"), kwargs.get("images"), kwargs.get("thread_id"), stream=True)
+        yield from self._run(question, kwargs.get("before"), kwargs.get("after"), kwargs.get("images"), kwargs.get("thread_id"), stream=True,
+                             bands=kwargs.get("bands"))
 
     def resume(self, thread_id: str, reply: str, *, before: str | Path | None = None, after: str | Path | None = None) -> Answer:
         """Answer a clarifying question the assistant asked (LangGraph `Command(resume=...)`)."""
@@ -105,17 +110,27 @@ class Assistant:
         self.memory.close()
 
     # -- internals -------------------------------------------------------------
-    def _run(self, question, before, after, images, thread_id, *, stream: bool) -> Iterator[Any]:
+    def _run(self, question, before, after, images, thread_id, *, stream: bool, bands: str | list[str] | None = None) -> Iterator[Any]:
         thread_id = thread_id or f"thr_{uuid.uuid4().hex[:12]}"
         paths = [_s(p) for p in (images or [])]
         if images and not (before or after):
             before, after = (paths[0], paths[-1]) if len(paths) >= 2 else (None, None)
         self.ctx.allow(before, after, *paths)
+        bands = ",".join(bands) if isinstance(bands, (list, tuple)) else bands
+        if bands:
+            from geodelta.perception.bands import parse_band_roles
+
+            try:
+                parse_band_roles(bands)
+            except ValueError as e:
+                raise InputError(str(e)) from None
+        self.ctx.bands = bands or None  # load_scene's default when a planner does not pass bands
         run_id = self.memory.new_run_id()
         token = current_run.set((run_id, thread_id))
         try:
-            self.auditor.record("question", actor="user", args={"question": question, "before": _s(before), "after": _s(after)})
-            msg = question_message(question, before=_s(before), after=_s(after), images=paths)
+            self.auditor.record("question", actor="user", args={"question": question, "before": _s(before), "after": _s(after),
+                                                                **({"bands": bands} if bands else {})})
+            msg = question_message(question, before=_s(before), after=_s(after), images=paths, bands=bands)
             if stream:
                 yield from self._stream_events({"messages": [msg]}, thread_id, run_id)
             else:

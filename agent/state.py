@@ -16,12 +16,14 @@ class AgentState(TypedDict, total=False):
     answer: Annotated[dict[str, Any] | None, UntrackedValue(dict)]
 
 
-def question_message(text: str, *, before: str | None = None, after: str | None = None, images: list[str] | None = None) -> HumanMessage:
-    """A user question; the images it names travel in additional_kwargs so any planner can see them."""
-    return HumanMessage(
-        content=text,
-        additional_kwargs={"geodelta": {"question": True, "before": before, "after": after, "images": images or []}},
-    )
+def question_message(text: str, *, before: str | None = None, after: str | None = None, images: list[str] | None = None,
+                     bands: str | None = None) -> HumanMessage:
+    """A user question; the images it names (and their declared band roles) travel in additional_kwargs so
+    any planner can see them."""
+    g: dict[str, Any] = {"question": True, "before": before, "after": after, "images": images or []}
+    if bands:
+        g["bands"] = bands
+    return HumanMessage(content=text, additional_kwargs={"geodelta": g})
 
 
 def current_turn(messages: list[AnyMessage]) -> list[AnyMessage]:

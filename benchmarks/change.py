@@ -8,12 +8,17 @@ scores change.tif against the labels (micro-averaged over the pairs of a domain)
 3. precision / recall / F1 / IoU per method and domain;
 4. on the LEVIR-CD test crops, the F1 of the seven published predictions stored with the crops, on
    all 7 crops and on the 2 held-out ones;
-5. throughput (megapixels per second of the detect stage) and the process's peak RSS.
+5. held-out pixel F1 beside object F1 (touching objects split by watershed, a match at IoU >= 0.5,
+   perception/objects.py), and which masker `auto` chose per domain against the best single method;
+6. throughput (megapixels per second of the detect stage), the learned model's pure inference speed
+   (onnxruntime on a 1024 px window, the threads this machine has) and the process's peak RSS.
+Domains with band roles the files do not carry (OMBRIA) are opened with them declared, as a user would.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import tempfile
 import time
@@ -25,25 +30,53 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
-from geodelta.perception import metrics
-from geodelta.perception.datasets import DOMAINS, labelled_pairs
+from geodelta.errors import GeoDeltaError
+from geodelta.perception import metrics, objects
+from geodelta.perception.datasets import DOMAINS, EXTRA_DOMAINS, labelled_pairs
 from geodelta.perception.io import open_pair
 from geodelta.perception.pipeline import detect_stage
 from geodelta.settings import Settings
 
 
-def run_method(method: str, data: Path, domains: list[str], tmp: Path, refine: str | None = None) -> tuple[dict, dict]:
-    """Confusion per (domain, pair name) and (pixels, seconds) per domain for one masker, optionally
-    refined by a training-free refiner (perception/refine.py) before scoring."""
+def pairs_for(data: Path, domains: list[str], max_pairs: int = 0) -> list:
+    """The labelled pairs of `domains`; with max_pairs > 0 at most that many per domain: the validation scenes
+    (perception.train.VAL_SPLIT) first, the rest evenly spaced (deterministic)."""
+    from geodelta.perception.train import VAL_SPLIT
+
+    by: dict[str, list] = {}
+    for lp in labelled_pairs(data, domains):
+        by.setdefault(lp.domain, []).append(lp)
+    out = []
+    for d in domains:
+        lps = by.get(d, [])
+        if max_pairs and len(lps) > max_pairs:
+            val = [lp for lp in lps if lp.name in VAL_SPLIT.get(d, set())][:max_pairs]
+            rest = [lp for lp in lps if lp not in val]
+            k = max_pairs - len(val)
+            lps = val + ([rest[i] for i in np.linspace(0, len(rest) - 1, k).round().astype(int)] if k > 0 and rest else [])
+        out.extend(lps)
+    return out
+
+
+def run_method(method: str, data: Path, domains: list[str], tmp: Path, refine: str | None = None,
+               pairs: list | None = None) -> tuple[dict, dict, dict, dict]:
+    """Per (domain, pair name): pixel confusion, object counts and the masker `auto` chose; (pixels, seconds)
+    per domain, for one masker, optionally refined by a training-free refiner (perception/refine.py)."""
     from geodelta.perception.refine import get_refiner, refine_stage
 
     confs: dict[tuple[str, str], dict] = {}
+    objs: dict[tuple[str, str], dict] = {}
+    chosen: dict[tuple[str, str], str] = {}
     speed: dict[str, list[float]] = {d: [0, 0.0] for d in domains}
-    for lp in labelled_pairs(data, domains):
-        pair = open_pair(lp.before, lp.after)
+    for lp in pairs if pairs is not None else labelled_pairs(data, domains):
+        pair = open_pair(lp.before, lp.after, bands=lp.bands)
         out = tmp / method / lp.domain / lp.name.replace("/", "_")
         t0 = time.perf_counter()
-        det = detect_stage(pair, out, method=method, min_area_m2=0.0, min_area_px=0)
+        try:
+            det = detect_stage(pair, out, method=method, min_area_m2=0.0, min_area_px=0)
+        except GeoDeltaError as e:  # e.g. the learned model on bands without red (OMBRIA): not applicable, shown as "-"
+            print(f"{method} skips {lp.domain}/{lp.name}: {e}"[:200])
+            continue
         dt = time.perf_counter() - t0 - det.timings.get("polygonise_s", 0.0)
         change_tif = det.change_tif
         if refine:
@@ -52,10 +85,13 @@ def run_method(method: str, data: Path, domains: list[str], tmp: Path, refine: s
         with rasterio.open(change_tif) as src:
             pred = src.read(1) == 1
         truth, labelled = lp.truth()
-        confs[(lp.domain, lp.name)] = metrics.confusion(pred, truth, labelled)
+        key = (lp.domain, lp.name)
+        confs[key] = metrics.confusion(pred, truth, labelled)
+        objs[key] = objects.match_objects(objects.split_objects(pred & labelled), objects.components(truth & labelled), labelled)
+        chosen[key] = det.params.get("chosen", method)
         speed[lp.domain][0] += pair.grid.width * pair.grid.height
         speed[lp.domain][1] += dt
-    return confs, speed
+    return confs, speed, objs, chosen
 
 
 def per_domain(confs: dict[tuple[str, str], dict], keep=lambda domain, name: True) -> dict[str, dict]:
@@ -80,6 +116,63 @@ def f1_table(title: str, scores: dict[str, dict[str, dict]], methods: list[str],
     return table
 
 
+def held_out_tables(results, objs, chosen, methods, domains, held_out):
+    """(pixel F1 | object F1 table on held-out pairs, auto-vs-best table or None, {method: {domain: object scores}})."""
+    table = Table(title="Held-out scenes: pixel F1 | object F1 (watershed-split objects, match at IoU >= 0.5)")
+    table.add_column("domain")
+    for m in methods:
+        table.add_column(m, justify="right")
+    pix = {m: per_domain(results[m], held_out) for m in methods}
+    obj: dict[str, dict[str, dict]] = {}
+    for m in methods:
+        by: dict[str, list[dict]] = {}
+        for (d, name), c in objs[m].items():
+            if held_out(d, name):
+                by.setdefault(d, []).append(c)
+        obj[m] = {d: objects.object_scores(cs) for d, cs in by.items()}
+    for d in domains:
+        if any(d in pix[m] for m in methods):
+            table.add_row(d, *(f"{pix[m][d]['f1']:.3f} | {obj[m][d]['f1']:.3f}" if d in pix[m] else "-" for m in methods))
+    auto_tab = None
+    if "auto" in methods:
+        auto_tab = Table(title="auto: the masker it chose per held-out domain vs the best single method (pixel F1)")
+        for col in ("domain", "auto chose", "auto F1", "best single", "best F1", "auto >= best"):
+            auto_tab.add_column(col)
+        singles = [m for m in methods if m != "auto" and "+" not in m]
+        for d in domains:
+            if d not in pix["auto"] or not singles:
+                continue
+            picks = sorted({c for (dd, name), c in chosen["auto"].items() if dd == d and held_out(dd, name)})
+            best = max((m for m in singles if d in pix[m]), key=lambda m: pix[m][d]["f1"])
+            a, b = pix["auto"][d]["f1"], pix[best][d]["f1"]
+            auto_tab.add_row(d, ",".join(picks), f"{a:.3f}", best, f"{b:.3f}", "yes" if a >= b - 1e-9 else "no")
+    return table, auto_tab, {m: {d: v for d, v in obj[m].items()} for m in methods}
+
+
+def learned_inference_speed(data: Path, repeats: int = 3) -> float | None:
+    """Megapixels per second of the shipped ONNX change model alone on a real 1024 x 1024 px window (WHU)."""
+    from rasterio.windows import Window
+
+    from geodelta.perception import learned, onnx_infer
+    from geodelta.perception.pipeline import pair_roles
+
+    root = data / "whu_tiles"
+    if not (root / "A" / "000213.png").is_file():
+        return None
+    with open_pair(root / "A" / "000213.png", root / "B" / "000213.png") as pair:
+        a, b, valid = pair.read(Window(0, 0, pair.grid.width, pair.grid.height))
+        idx, has_nir = learned.channel_indices(a.shape[0], pair_roles(pair))
+    ca, sa = learned.channel_stats(a[idx][:, valid])
+    cb, sb = learned.channel_stats(b[idx][:, valid])
+    xa, xb = learned.prepare(a, idx, has_nir, ca, sa, valid), learned.prepare(b, idx, has_nir, cb, sb, valid)
+    sess, _, _ = onnx_infer.load_session(str(learned.default_weights()))
+    onnx_infer.predict(sess, xa[:, :256, :256], xb[:, :256, :256])  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        onnx_infer.predict(sess, xa, xb)
+    return repeats * xa.shape[1] * xa.shape[2] / 1e6 / (time.perf_counter() - t0)
+
+
 def published(data: Path, names: set[str] | None = None) -> dict[str, float]:
     """Micro F1 of each `levir_crops/predict_<Method>/` folder on the test crops (those in `names` if given)."""
     root = data / "levir_crops"
@@ -98,8 +191,9 @@ def published(data: Path, names: set[str] | None = None) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(prog="geodelta bench change")
-    ap.add_argument("--methods", default="cva,irmad")
-    ap.add_argument("--domains", default=",".join(DOMAINS))
+    ap.add_argument("--methods", default="cva,irmad,learned,auto")
+    ap.add_argument("--domains", default=",".join(DOMAINS + EXTRA_DOMAINS))
+    ap.add_argument("--max-pairs", type=int, default=0, help="at most this many pairs per domain, evenly spaced (0: all)")
     ap.add_argument("--refine", default="", help="also score each method after this refiner, e.g. superpixel")
     args = ap.parse_args(argv)
     data = Settings().data
@@ -110,14 +204,18 @@ def main(argv: list[str] | None = None) -> dict:
     domains = [d for d in args.domains.split(",") if d]
     results: dict[str, dict] = {}
     speeds: dict[str, dict] = {}
+    objs: dict[str, dict] = {}
+    chosen: dict[str, dict] = {}
+    pairs = pairs_for(data, domains, args.max_pairs)
     with tempfile.TemporaryDirectory() as tmp:
         for (m, r), label in zip(runs, methods):
-            console.print(f"[dim]running {label} on {', '.join(domains)} ...[/dim]")
-            results[label], speeds[label] = run_method(m, data, domains, Path(tmp), refine=r)
+            console.print(f"[dim]running {label} on {', '.join(domains)} ({len(pairs)} pairs) ...[/dim]")
+            results[label], speeds[label], objs[label], chosen[label] = run_method(m, data, domains, Path(tmp), refine=r, pairs=pairs)
 
-    from geodelta.perception.train import VAL_SPLIT  # torch-free: torch is imported only when training
+    from geodelta.perception.train import TRAIN_DOMAINS, VAL_SPLIT  # torch-free: torch is imported only when training
 
-    held_out = lambda d, name: name in VAL_SPLIT.get(d, set())  # noqa: E731
+    # held out: the validation scenes, and every pair of a domain the learned model never trained on
+    held_out = lambda d, name: name in VAL_SPLIT.get(d, set()) or d not in TRAIN_DOMAINS  # noqa: E731
     scores = {m: per_domain(results[m]) for m in methods}
     scores_val = {m: per_domain(results[m], held_out) for m in methods}
     console.print(f1_table("F1, all labelled pairs", scores, methods, domains))
@@ -150,13 +248,18 @@ def main(argv: list[str] | None = None) -> dict:
         for name, f1 in pub.items():
             t2.add_row(name, f"{f1:.3f}", f"{pub_val.get(name, float('nan')):.3f}", "published prediction (trained on LEVIR-CD)")
         for m in methods:
-            kind = ("ours, trained on 5 of the 7 crops (not the held-out ones)" if m.startswith("learned")
+            kind = ("ours, trained on 5 of the 7 crops (not the held-out ones)" if m.startswith(("learned", "auto"))
                     else "ours, training-free")
             val = scores_val[m].get("levir")
             t2.add_row(f"geodelta {m}", f"{scores[m]['levir']['f1']:.3f}", f"{val['f1']:.3f}" if val else "-", kind, style="bold")
         console.print(t2)
         summary["published"] = pub
         summary["published_held_out"] = pub_val
+
+    held_tab, auto_tab, summary["object_f1_held_out"] = held_out_tables(results, objs, chosen, methods, domains, held_out)
+    console.print(held_tab)
+    if auto_tab is not None:
+        console.print(auto_tab)
 
     t3 = Table(title="Detect-stage throughput")
     t3.add_column("method")
@@ -168,6 +271,12 @@ def main(argv: list[str] | None = None) -> dict:
         s = sum(v[1] for v in speeds[m].values())
         t3.add_row(m, f"{px / 1e6:.1f}", f"{s:.1f}", f"{px / 1e6 / max(s, 1e-9):.2f}")
     console.print(t3)
+    if "learned" in base or "auto" in base:
+        mps = learned_inference_speed(data)
+        if mps is not None:
+            console.print(f"learned model inference (onnxruntime, 1024 x 1024 px WHU window, {os.cpu_count()} CPU cores): "
+                          f"{mps:.2f} Mpx/s (goal >= 2)")
+            summary["learned_inference_mpx_s"] = mps
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     console.print(f"peak RSS of this benchmark process: {peak_mb:.0f} MB (see `geodelta bench scale` for the 20,000 x 20,000 px memory bound)")
     summary["peak_rss_mb"] = peak_mb

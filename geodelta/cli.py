@@ -74,7 +74,8 @@ def demo_scene() -> tuple[Path, Path]:
 def detect(
     images: Annotated[list[Path], typer.Argument(help="BEFORE AFTER (or more dates, oldest first): GeoTIFF, PNG/JPEG/BMP, ENVI, or a Sentinel-2 band folder.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("geodelta-out"),
-    method: Annotated[str, typer.Option(help="Change masker: irmad (default), cva, learned.")] = "irmad",
+    method: Annotated[str, typer.Option(help="Change masker: auto (default: the best measured for the input's kind), irmad, cva, learned, water.")] = "auto",
+    bands: Annotated[Optional[str], typer.Option(help="Band roles in file order for files without band names, e.g. swir1,nir,green.")] = None,
     aoi: Annotated[Optional[str], typer.Option(help="west,south,east,north in lon/lat degrees.")] = None,
     min_area_m2: Annotated[float, typer.Option("--min-area-m2", min=0.0, help="Drop regions smaller than this (m², >= 0).")] = 0.0,
     tile: Annotated[int, typer.Option(min=64, max=16384, help="Tile edge in pixels, 64-16384 (peak memory follows it).")] = 1024,
@@ -96,6 +97,7 @@ def detect(
     from geodelta.perception.staging import staged_output
 
     kw = dict(method=method, aoi=_parse_aoi(aoi), min_area_m2=min_area_m2, tile=tile, engine=engine, engine_opts=engine_opts)
+    kw |= {"bands": bands} if bands else {}
     # Outputs are written into a hidden sibling folder and moved into DIR when complete (summary.json last):
     # a killed run never leaves a half-written change.tif that looks finished. Unwritable DIR fails here, first.
     with staged_output(out_dir) as work, _progress(not (quiet or as_json)) as progress:
@@ -173,6 +175,7 @@ def ask(
     backend: Annotated[Optional[str], typer.Option(help="Planner: embedded (default), openai, local.")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Output folder for maps.")] = None,
     db: Annotated[Optional[Path], typer.Option(help="SQLite memory file (default GEODELTA_DB).")] = None,
+    bands: Annotated[Optional[str], typer.Option(help="Band roles in file order for files without band names, e.g. swir1,nir,green.")] = None,
     as_json: Json = False,
     quiet: Quiet = False,
 ) -> None:
@@ -189,7 +192,7 @@ def ask(
     overrides = {k: v for k, v in {"backend": backend, "out": out_dir, "db": db}.items() if v is not None}
     assistant = Assistant(Settings(**overrides))
     try:
-        answer = assistant.ask(question, before=before, after=after, images=images, thread_id=thread)
+        answer = assistant.ask(question, before=before, after=after, images=images, thread_id=thread, bands=bands)
     finally:
         assistant.close()
     if as_json:

@@ -28,7 +28,7 @@ class Settings(BaseSettings):
     out: Path = Field(default=Path("geodelta-out"), description="Default output folder for maps and summaries.")
 
     # perception
-    method: Literal["irmad", "cva", "learned"] = "irmad"
+    method: Literal["auto", "irmad", "cva", "learned", "water"] = "auto"
     tile_size: int = Field(default=1024, ge=64, description="Window edge in pixels; peak memory follows it.")
     min_area_m2: float = Field(default=0.0, ge=0)
     min_area_px: int = Field(default=16, ge=0, description="Minimum region size when the pair has no georeference.")

@@ -164,3 +164,38 @@ def match_bands(
             {r: i for i, r in enumerate(shared)},
         )
     return None
+
+
+# ---------------------------------------------------------------- declared band roles (--bands)
+
+# Words a user may write for a role in `--bands` (lower case); "-" / "skip" marks a band with no role.
+ROLE_ALIASES = {"r": "red", "g": "green", "b": "blue", "n": "nir", "nearinfrared": "nir", "swir": "swir1",
+                "swir16": "swir1", "swir22": "swir2", "-": None, "skip": None, "none": None, "other": None}
+
+
+def parse_band_roles(spec: str | list[str] | tuple[str, ...] | None) -> list[str | None] | None:
+    """`'swir1,nir,green'` (or a list) -> one role per band, in file order; None where a band has none.
+
+    Raises ValueError with a message naming the known roles (the callers turn it into InputError)."""
+    if spec is None:
+        return None
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    roles: list[str | None] = []
+    for raw in items:
+        word = str(raw).strip().lower().replace(" ", "").replace("_", "")
+        role = ROLE_ALIASES.get(word, word) if word in ROLE_ALIASES else word
+        if role is not None and role not in ROLES:
+            raise ValueError(f"unknown band role {raw!r} in bands {spec!r}: use one of {', '.join(ROLES)} (or '-' for "
+                             "a band without a role), one per band in file order, e.g. --bands swir1,nir,green")
+        roles.append(role)
+    named = [r for r in roles if r]
+    if not named:
+        raise ValueError(f"bands {spec!r} names no role: give one per band, e.g. --bands red,green,blue,nir")
+    if len(set(named)) != len(named):
+        raise ValueError(f"bands {spec!r} names a role twice: each role belongs to one band")
+    return roles
+
+
+def roles_from_declaration(declared: list[str | None]) -> dict[str, int]:
+    """Role -> band index from a parsed declaration."""
+    return {r: i for i, r in enumerate(declared) if r}

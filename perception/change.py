@@ -228,14 +228,18 @@ def halo_for(radius: int = 1, min_pixels: int = 0, smooth: float = 0.0) -> int:
 HALO = 32  # covers halo_for(radius<=2, min_pixels<=16, smooth<=2): the defaults with room to spare
 
 
-def clean_mask(mask: np.ndarray, valid: np.ndarray, radius: int = 1, min_pixels: int = 0) -> np.ndarray:
-    """Opening then closing with a disk of `radius`, then removal of 4-connected components with
-    fewer than `min_pixels` pixels (scikit-image). Returns bool (h, w), False where not valid."""
+def clean_mask(mask: np.ndarray, valid: np.ndarray, radius: int = 1, min_pixels: int = 0,
+               open_radius: int | None = None) -> np.ndarray:
+    """Opening (disk of `open_radius`, default `radius`; 0 skips it) then closing with a disk of `radius`,
+    then removal of 4-connected components with fewer than `min_pixels` pixels (scikit-image).
+    Returns bool (h, w), False where not valid."""
     valid = np.asarray(valid, bool)
     out = np.asarray(mask, bool) & valid
+    r_open = radius if open_radius is None else int(open_radius)
+    if r_open > 0:
+        out = opening(out, disk(r_open)).astype(bool)
     if radius > 0:
-        fp = disk(int(radius))
-        out = closing(opening(out, fp), fp).astype(bool) & valid
+        out = closing(out, disk(int(radius))).astype(bool) & valid
     if min_pixels > 1 and out.any():
         labels = label_components(out, connectivity=1)
         sizes = np.bincount(labels.ravel())
@@ -268,6 +272,7 @@ class BandSubset:
         self.masker, self.indices, self.names = masker, indices, names
         self.name = masker.name
         self.thread_safe = getattr(masker, "thread_safe", False)
+        self.open_radius = getattr(masker, "open_radius", None)
 
     def fit(self, a: np.ndarray, b: np.ndarray) -> dict:
         params = self.masker.fit(a[self.indices], b[self.indices])
@@ -277,6 +282,6 @@ class BandSubset:
         return self.masker.score(a[self.indices], b[self.indices], valid, params)
 
 
-# IR-MAD (irmad.py) and the learned masker register themselves on import; learned stays torch-free until used.
+# IR-MAD (irmad.py), the learned, water and auto maskers register themselves on import; none imports torch.
 from geodelta.perception import irmad as _irmad  # noqa: E402,F401
-from geodelta.perception import learned as _learned  # noqa: E402,F401
+from geodelta.perception import change_auto as _auto, change_water as _water, learned as _learned  # noqa: E402,F401,I001

@@ -24,6 +24,7 @@ class LabelledPair:
     after: Path
     label: Path
     decode: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+    bands: str | None = None  # band roles to declare when the files carry none (OMBRIA: "swir1,nir,green")
 
     def truth(self) -> tuple[np.ndarray, np.ndarray]:
         """(change bool (h, w), labelled bool (h, w)) on the BEFORE grid."""
@@ -50,7 +51,18 @@ def _taizhou(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return arr == 1, arr != 255
 
 
+def _nanjing(unchanged: Path) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    # Nanjing: change.bmp 255 = labelled change, unchanged.bmp 255 = labelled no change, the rest unlabelled.
+    def decode(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        no = np.asarray(Image.open(unchanged).convert("L")) > 127
+        return arr > 127, (arr > 127) | no
+    return decode
+
+
 DOMAINS = ("levir", "whu", "sztaki", "oscd", "landsat")
+# Added with issue 14; not in the default DOMAINS so older tables and the training set stay as they were.
+EXTRA_DOMAINS = ("ombria", "beijing", "nanjing")
+OMBRIA_BANDS = "swir1,nir,green"  # B11, B8, B3 stacked into the PNG channels (ombria/SOURCE.md)
 
 
 def labelled_pairs(data: Path, domains: tuple[str, ...] | list[str] | None = None, *, extra: bool = False) -> Iterator[LabelledPair]:
@@ -84,3 +96,20 @@ def labelled_pairs(data: Path, domains: tuple[str, ...] | list[str] | None = Non
                 d / "taizhou_before_2000-03-17_landsat7_etm.tif", d / "taizhou_after_2003-02-06_landsat7_etm.tif",
                 d / "taizhou_change_reference.tif", _taizhou,
             )
+    if "nanjing" in domains:  # a second Landsat scene (Landsat 5 TM, 30 m), sparsely labelled
+        d = data / "landsat_nanjing"
+        if d.is_dir():
+            yield LabelledPair("nanjing", "nanjing", d / "LT51200382000124BJC00_Nanjing.hdr",
+                               d / "LT51200382002193BJC00_Nanjing.hdr", d / "change.bmp", _nanjing(d / "unchanged.bmp"))
+    if "ombria" in domains:
+        root = data / "ombria"
+        for event in sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+            for lab in sorted((root / event / "mask").glob("*.png")):
+                yield LabelledPair("ombria", f"{event}/{lab.stem}", root / event / "before" / lab.name,
+                                   root / event / "after" / lab.name, lab, _binary_255, OMBRIA_BANDS)
+    if "beijing" in domains:
+        root = data / "beijing_vhr"
+        for site in ("A", "B"):
+            if (root / f"beijing_{site}_gt.jpg").is_file():
+                yield LabelledPair("beijing", site, root / f"beijing_{site}_1.jpg", root / f"beijing_{site}_2.jpg",
+                                   root / f"beijing_{site}_gt.jpg", _binary_255)

@@ -47,7 +47,8 @@ def change_window(pair: AlignedPair, masker: change.ChangeMasker, params: dict, 
     1/0/255, float32 score with 0 where nodata), both (h, w) of the core window."""
     a, b, valid = pair.read(read_win)
     prob = masker.score(a, b, valid, params)
-    mask = change.clean_mask(prob >= 0.5, valid, min_pixels=min_pixels)
+    # a masker may set `open_radius` (the water masker: 0, thin flood channels survive)
+    mask = change.clean_mask(prob >= 0.5, valid, min_pixels=min_pixels, open_radius=getattr(masker, "open_radius", None))
     prob, mask, valid = prob[core], mask[core], valid[core]
     out = np.where(valid, mask.astype(np.uint8), NODATA_U8).astype(np.uint8)
     return out, np.where(valid, prob, 0).astype(np.float32)

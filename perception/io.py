@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -30,7 +30,10 @@ from geodelta.perception.bands import (
     date_from_tags,
     generic_names,
     infer_roles,
+    is_generic,
     match_bands,
+    parse_band_roles,
+    roles_from_declaration,
 )
 from geodelta.perception.grid import Grid
 from geodelta.perception.rasters import (
@@ -224,6 +227,9 @@ class AlignedPair:
     before_bands: list[BandRef] = field(default_factory=list)
     after_bands: list[BandRef] = field(default_factory=list)
     resampling: str = "bilinear"  # how the after raster (and off-grid bands) are resampled
+    # where band_roles come from: "declared" (the user's --bands), "named" (Sentinel-2 names or band
+    # descriptions) or "assumed" (colour interpretation / the 8-bit RGB(N) convention: a guess)
+    roles_source: str = "named"
     readers: ReaderCache = field(default_factory=ReaderCache, repr=False, compare=False)
 
     def close(self) -> None:
@@ -347,11 +353,14 @@ def open_pair(
     after: str | Path | ImageSource,
     aoi: tuple[float, float, float, float] | None = None,
     resampling: str = "bilinear",
+    bands: str | list[str] | None = None,
 ) -> AlignedPair:
     """Open two dates and put them on one grid (the before grid, cropped to `aoi` lon/lat W,S,E,N if given).
 
     The after raster is reprojected onto that grid on read (WarpedVRT, `resampling`; use 'nearest' for
-    class rasters). Bands are matched by name/role. Raises InputError when the pair cannot be aligned."""
+    class rasters). Bands are matched by name/role. `bands` declares the role of each band in file order
+    ("swir1,nir,green", see bands.parse_band_roles) for files that carry none; it overrides what the
+    files say. Raises InputError when the pair cannot be aligned."""
     b = before if isinstance(before, ImageSource) else open_image(before)
     a = after if isinstance(after, ImageSource) else open_image(after)
     _resampling(resampling)
@@ -378,8 +387,23 @@ def open_pair(
                          "pass images with the same bands in the same order, or with band descriptions naming "
                          "blue/green/red/nir/swir")
     names, bi, ai, roles = matched
+    if bands is not None:
+        try:
+            declared = parse_band_roles(bands)
+        except ValueError as e:
+            raise InputError(str(e)) from None
+        if len(declared) != len(b.band_names) or len(declared) != len(a.band_names):
+            raise InputError(f"--bands declares {len(declared)} band roles but {b.name} has {len(b.band_names)} bands and "
+                             f"{a.name} {len(a.band_names)}: give one role per band, in file order")
+        roles = roles_from_declaration(declared)
+        names = [r or n for r, n in zip(declared, b.band_names)] if is_generic(b.band_names) else list(b.band_names)
+        bi = ai = list(range(len(declared)))
+        b, a = replace(b, band_roles=dict(roles)), replace(a, band_roles=dict(roles))
+        source = "declared"
+    else:
+        source = "named" if not is_generic(names) else "assumed"
     return AlignedPair(
-        before=b, after=a, grid=grid, band_names=names, band_roles=roles,
+        before=b, after=a, grid=grid, band_names=names, band_roles=roles, roles_source=source,
         before_bands=[b.band_files[i] for i in bi], after_bands=[a.band_files[i] for i in ai],
         resampling=resampling if isinstance(resampling, str) else resampling.name,
     )

@@ -193,12 +193,23 @@ class IRMAD:
         y = _standardise(b, cb, sb, keep)
         w = np.ones(x.shape[1])
         xy = np.concatenate([x, y])  # stacked once: every iteration is then two matrix products
-        rho_old = None
+        rho_old, last = None, None
         for it in range(1, self.max_iter + 1):
-            mx, my, a_mat, b_mat, rho = _weighted_cca(x, y, w, xy)
-            m = rho.size
-            nv = m if self.n_variates is None else max(1, min(int(self.n_variates), m))
-            z = _mad_chi2(x, y, mx, my, a_mat, b_mat, rho, nv, xy)
+            try:
+                mx, my, a_mat, b_mat, rho = _weighted_cca(x, y, w, xy)
+                m = rho.size
+                nv = m if self.n_variates is None else max(1, min(int(self.n_variates), m))
+                z = _mad_chi2(x, y, mx, my, a_mat, b_mat, rho, nv, xy)
+                ok = rho.size > 0 and bool(np.isfinite(z).all() and np.isfinite(rho).all())
+            except np.linalg.LinAlgError:
+                ok = False
+            if not ok:
+                # the reweighting collapsed onto a few pixels (seen on an OMBRIA pair): keep the last finite fit
+                if last is None:
+                    return params | {"degenerate": True, "threshold": 1.0, "iterations": it}
+                mx, my, a_mat, b_mat, rho, nv, z = last
+                break
+            last = (mx, my, a_mat, b_mat, rho, nv, z)
             w = _chi2_sf(z, nv)  # no-change probability (Nielsen 2007, sec. III)
             if w.sum() <= 1e-9 * w.size:
                 w = np.ones_like(w)

@@ -93,18 +93,21 @@ CAVEATS: dict[str, str] = {
     "bare ground rest partly on texture and carry lower confidence.",
     "rgb": "Land cover from colour and texture only (no near-infrared band): classes are rough guesses, "
     f"confidence never above {RGB_MAX_CONFIDENCE}.",
+    "water": "Land cover from a water index only (no red band): water is told from the rest, other classes are 'other'.",
     "none": "Land cover unknown: the bands need red + near-infrared, or red, green and blue.",
 }
 
 _EPS = 1e-6
 
 
-def rule_set(roles: dict[str, int]) -> Literal["multispectral", "rgb", "none"]:
-    """Which rules fit the bands: 'multispectral' needs red + nir, 'rgb' needs red, green and blue."""
+def rule_set(roles: dict[str, int]) -> Literal["multispectral", "rgb", "water", "none"]:
+    """Which rules fit: 'multispectral' red + nir; 'rgb' red, green, blue; 'water' green + swir1 or nir."""
     if "red" in roles and "nir" in roles:
         return "multispectral"
     if {"red", "green", "blue"} <= set(roles):
         return "rgb"
+    if "green" in roles and ("swir1" in roles or "nir" in roles):
+        return "water"
     return "none"
 
 
@@ -180,6 +183,10 @@ def fit(
     if scale is None:
         scale = _guess_scale(a)
     params: dict = {"rule_set": which, "scale": float(scale), "dark": [0.0] * int(a.shape[0]), "thresholds": {}}
+    if which == "water" and a.shape[1]:
+        from geodelta.perception import landcover_water
+
+        params["thresholds"] = landcover_water.fit(a, roles)
     if which != "multispectral" or a.shape[1] == 0:
         return params
     dark = np.maximum(np.percentile(a, DARK_PERCENTILE, axis=1) - DARK_OBJECT_REFLECTANCE * scale, 0.0)
@@ -331,6 +338,11 @@ def classify(
             dark = np.asarray(p.get("dark", [0.0] * a.shape[0]), np.float32)[: a.shape[0]]
             x = np.maximum(np.nan_to_num(a) - dark[:, None, None], 0.0) + 1.0
             cls, conf = _multispectral(x, roles, p.get("thresholds", {}), scale)
+        elif which == "water":
+            from geodelta.perception import landcover_water
+
+            p = params if params is not None else fit(a, roles, ok, stride=1 if h * w < 250_000 else 4, scale=scale)
+            cls, conf = landcover_water.classify(np.nan_to_num(a), roles, p.get("thresholds", {}))
         else:
             cls, conf = _rgb(np.nan_to_num(a) + 1.0, roles, scale)
     cls[~ok] = NODATA

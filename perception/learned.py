@@ -5,13 +5,16 @@ flag, each standardised per date and channel with robust statistics (median, 2-9
 fitted on the scene-wide sample, so gain/offset differences between dates and sensors shrink.
 One encoder with shared weights sees both dates; each scale is fused symmetrically
 (|fa - fb| and fa + fb), so swapping the dates gives the same mask. Torch is imported only when the
-network is built or used (the `[train]` extra); `import geodelta.perception` stays torch-free.
+network is built or trained (the `[train]` extra); `import geodelta.perception` stays torch-free.
+Inference runs the exported ONNX file with onnxruntime (perception/onnx_infer.py, base install); the torch
+checkpoint is used only for training, export, a CUDA GPU, or when a `.pt` file is passed as `weights`.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -30,7 +33,12 @@ _TORCH_MISSING = "the learned model needs torch, from the [train] extra: pip ins
 
 
 def default_weights() -> Path:
-    """The shipped weights, geodelta/data/weights/siamese_v3.pt (package data)."""
+    """The shipped inference model, geodelta/data/weights/siamese_v3.onnx (package data; onnxruntime, no torch)."""
+    return Path(str(resources.files("geodelta.data") / "weights" / "siamese_v3.onnx"))
+
+
+def default_checkpoint() -> Path:
+    """The shipped torch checkpoint the ONNX file was exported from, geodelta/data/weights/siamese_v3.pt."""
     return Path(str(resources.files("geodelta.data") / "weights" / "siamese_v3.pt"))
 
 
@@ -56,6 +64,9 @@ def channel_indices(n_bands: int, roles: dict[str, int] | None) -> tuple[list[in
         idx = [int(roles[r]) for r in CHANNELS[:3]]
         has_nir = "nir" in roles
         idx += [int(roles["nir"])] if has_nir else []
+    elif roles:
+        raise InputError(f"the learned model needs red, green and blue bands; these bands' roles are {sorted(roles, key=roles.get)}: "
+                         "use --method water or irmad, or declare the bands (e.g. --bands red,green,blue,nir)")
     elif n_bands in (3, 4):
         idx, has_nir = list(range(n_bands)), n_bands == 4
     else:
@@ -173,7 +184,7 @@ def _sha256(path: Path) -> str:
 def load_model(path: str | Path | None = None, device: str = "cpu"):
     """(model in eval mode on `device`, checkpoint meta, sha256) from a checkpoint, loaded once per process."""
     torch = require_torch()
-    path = Path(path) if path else default_weights()
+    path = Path(path) if path else default_checkpoint()
     if not path.is_file():
         raise ConfigError(f"learned-model weights not found at {path}: run `geodelta train --out {path}` or reinstall geodelta")
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -203,13 +214,23 @@ def predict(model, xa: np.ndarray, xb: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- the masker
 
 
+def _torch_installed() -> bool:
+    """Whether torch could be imported, without importing it (the base install has none)."""
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):
+        return False
+
+
 @register_masker
 class LearnedMasker:
     """The Siamese network as a change masker (threshold 0.5 on its sigmoid output).
 
     `roles` (role -> band index in the arrays fit/score get) says which bands are R, G, B, NIR; the
-    pipeline passes `pair_roles(pair)`. `weights` overrides the shipped checkpoint. `device`
-    (`auto|cpu|cuda`, default the GEODELTA_DEVICE setting) runs the network on a GPU when there is one.
+    pipeline passes `pair_roles(pair)`. `weights` overrides the shipped model: an `.onnx` file runs with
+    onnxruntime (no torch), a `.pt` checkpoint with torch. `device` (`auto|cpu|cuda`, default the
+    GEODELTA_DEVICE setting): the shipped model runs its torch checkpoint on a CUDA GPU when torch is
+    installed and sees one, else the ONNX file on the CPU.
     """
 
     name = "learned"
@@ -219,11 +240,30 @@ class LearnedMasker:
         self.weights = str(weights) if weights else None
         self.device = device
 
-    def _model(self):
-        from geodelta.perception.device import resolve_device
+    def _backend(self) -> tuple[str, str | None, str]:
+        """("onnx" | "torch", weights path, device) for this masker's options."""
+        if self.weights and Path(self.weights).suffix == ".pt":
+            from geodelta.perception.device import resolve_device
 
-        require_torch()
-        return load_model(self.weights, resolve_device(self.device))
+            require_torch()
+            return "torch", self.weights, resolve_device(self.device)
+        if self.weights is None and self.device != "cpu" and _torch_installed():
+            from geodelta.perception.device import resolve_device
+
+            dev = resolve_device(self.device)
+            if dev == "cuda" and default_checkpoint().is_file():
+                return "torch", str(default_checkpoint()), dev
+        return "onnx", self.weights or str(default_weights()), "cpu"
+
+    def _model(self):
+        """(backend, model or session, meta, sha256)."""
+        kind, path, dev = self._backend()
+        if kind == "torch":
+            return (kind, *load_model(path, dev))
+        from geodelta.perception import onnx_infer
+
+        sess, info, sha = onnx_infer.load_session(path)
+        return kind, sess, dict(info.get("meta", {})), sha
 
     def fit(self, a: np.ndarray, b: np.ndarray) -> dict:
         a = np.asarray(a, np.float32)
@@ -231,12 +271,12 @@ class LearnedMasker:
         if a.ndim != 2 or a.shape != b.shape:
             raise InputError(f"the two dates' samples must be (bands, pixels) arrays of one shape; got {a.shape} and {b.shape}")
         idx, has_nir = channel_indices(a.shape[0], self.roles)
-        _, meta, sha = self._model()
+        kind, _, meta, sha = self._model()
         finite = np.isfinite(a).all(0) & np.isfinite(b).all(0)
         ca, sa = channel_stats(a[idx][:, finite])
         cb, sb = channel_stats(b[idx][:, finite])
-        return {"method": self.name, "weights_sha256": sha, "model": meta.get("name", "siamese"), "threshold": 0.5,
-                "channels": idx, "channel_roles": list(CHANNELS[: len(idx)]), "has_nir": has_nir,
+        return {"method": self.name, "weights_sha256": sha, "model": meta.get("name", "siamese"), "runtime": kind,
+                "threshold": 0.5, "channels": idx, "channel_roles": list(CHANNELS[: len(idx)]), "has_nir": has_nir,
                 "centre_a": ca, "scale_a": sa, "centre_b": cb, "scale_b": sb}
 
     def score(self, a: np.ndarray, b: np.ndarray, valid: np.ndarray, params: dict) -> np.ndarray:
@@ -245,11 +285,16 @@ class LearnedMasker:
         if a.ndim != 3 or a.shape != b.shape:
             raise InputError(f"the two dates must be (bands, h, w) arrays of one shape; got {a.shape} and {b.shape}")
         valid = np.asarray(valid, bool) & np.isfinite(a).all(0) & np.isfinite(b).all(0)
-        model, _, sha = self._model()
+        kind, model, _, sha = self._model()
         if params.get("weights_sha256") not in (None, sha):
             raise ConfigError("the learned model's weights changed since fit(): fit again with the current weights")
         idx, has_nir = list(params["channels"]), bool(params["has_nir"])
         xa = prepare(a, idx, has_nir, params["centre_a"], params["scale_a"], valid)
         xb = prepare(b, idx, has_nir, params["centre_b"], params["scale_b"], valid)
-        prob = predict(model, xa, xb)
+        if kind == "torch":
+            prob = predict(model, xa, xb)
+        else:
+            from geodelta.perception import onnx_infer
+
+            prob = onnx_infer.predict(model, xa, xb, multiple=MULTIPLE)
         return np.where(valid, prob, np.float32(0.0)).astype(np.float32)

@@ -55,7 +55,7 @@ def detect_stage(
     pair: AlignedPair,
     out_dir: Path,
     *,
-    method: str = "irmad",
+    method: str = "auto",
     min_area_m2: float = 0.0,
     min_area_px: int = 16,
     tile: int = 1024,
@@ -76,9 +76,12 @@ def detect_stage(
     roles = pair_roles(pair)
     if keep is not None:
         roles = {role: keep.index(i) for role, i in roles.items() if i in keep}
-    # Maskers that need to know which band is red / NIR (the learned one) take `roles`.
-    takes_roles = "roles" in inspect.signature(change.MASKERS.get(method, object)).parameters
-    opts = dict(masker_opts or {}) | ({"roles": roles} if takes_roles else {})  # e.g. the learned model's weights
+    # Maskers that need to know which band is red / NIR (learned, water, auto) take `roles`; `auto` also
+    # takes the pixel size it picks by (`scene`).
+    sig = inspect.signature(change.MASKERS.get(method, object)).parameters
+    opts = dict(masker_opts or {}) | ({"roles": roles} if "roles" in sig else {})  # e.g. the learned model's weights
+    if "scene" in sig:
+        opts["scene"] = {"pixel_m": pixel_size_m(grid)}
     masker = change.get_masker(method, **opts)
     if keep is not None:
         masker = change.BandSubset(masker, keep, [pair.band_names[i] for i in keep])
@@ -112,6 +115,23 @@ def detect_stage(
     )
     timings["polygonise_s"] = time.perf_counter() - t0
     return Detection(out_dir, grid, method, params, change_tif, prob_tif, regions, changed, valid_total, timings)
+
+
+def pixel_size_m(grid: Grid) -> float | None:
+    """Ground pixel size in metres (geometric mean of x and y): from a projected CRS, or for a geographic
+    one (OSCD's EPSG:4326) from degrees at the grid's centre latitude (111,320 m per degree of longitude at
+    the equator x cos(latitude), 110,574 m per degree of latitude); None without a georeference."""
+    if grid.pixel_area_m2:
+        return float(grid.pixel_area_m2) ** 0.5
+    if grid.crs is None or not grid.georeferenced:
+        return None
+    import math
+
+    t = grid.transform
+    lat = t.f + t.e * grid.height / 2
+    dx = abs(t.a) * 111_320.0 * math.cos(math.radians(lat))
+    dy = abs(t.e) * 110_574.0
+    return math.sqrt(dx * dy) if dx > 0 and dy > 0 else None
 
 
 def _min_pixels(grid: Grid, min_area_m2: float, min_area_px: int) -> int:
@@ -179,7 +199,7 @@ def run_detect(
     after: str | Path,
     out_dir: str | Path,
     *,
-    method: str = "irmad",
+    method: str = "auto",
     aoi: tuple[float, float, float, float] | None = None,
     min_area_m2: float = 0.0,
     min_area_px: int = 16,
@@ -188,12 +208,15 @@ def run_detect(
     progress: Progress | None = None,
     engine: str = "local",
     engine_opts: dict | None = None,
+    bands: str | list[str] | None = None,
 ) -> dict[str, Any]:
-    """`geodelta detect`: every output file of issue 2 in `out_dir`; returns the summary dict."""
+    """`geodelta detect`: every output file of issue 2 in `out_dir`; returns the summary dict.
+
+    `bands` declares band roles in file order ("swir1,nir,green") for files that carry none."""
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
-    pair = open_pair(before, after, aoi=aoi)
+    pair = open_pair(before, after, aoi=aoi, bands=bands)
     t_open = time.perf_counter() - t0
     query = query or ChangeQuery(min_area_m2=min_area_m2)
 
@@ -235,11 +258,14 @@ def build_summary(
     return {
         "geodelta_version": _version(),
         "query": query.model_dump(mode="json"),
-        "method": {"name": det.method, "params": det.params},
+        "method": {"name": det.method, "params": det.params,
+                   **({"chosen": det.params["chosen"], "reason": det.params["reason"]} if "chosen" in det.params else {})},
         "inputs": {
             "before": pair.scene_ref("before").model_dump(mode="json"),
             "after": pair.scene_ref("after").model_dump(mode="json"),
             "bands": pair.band_names,
+            "band_roles": pair.band_roles,
+            "band_roles_source": pair.roles_source,
         },
         "grid": {
             "crs": grid.crs.to_string() if grid.crs else None,
@@ -289,7 +315,7 @@ def landcover_stage(pair: AlignedPair, regions: list[Region], *, tile: int = 102
     from affine import Affine
     from rasterio.features import rasterize
 
-    from geodelta.perception import landcover, transitions
+    from geodelta.perception import landcover, landcover_learned, transitions
 
     roles = pair_roles(pair)
     rule_set = landcover.rule_set(roles)
@@ -297,6 +323,8 @@ def landcover_stage(pair: AlignedPair, regions: list[Region], *, tile: int = 102
     n_cls = len(landcover.CLASSES)
     if rule_set == "none" or not regions:
         return regions, {"rule_set": rule_set, "classes_known": False, "roles": roles}
+    if rule_set == "rgb" and landcover_learned.available():  # learned chips beat the colour rules on AID (model card)
+        return landcover_learned.region_classes(pair, regions, roles, progress)
 
     geoms = [(r.id, describe.pixel_polygon(r, grid), r.bbox_px) for r in regions]
     # One set of scene-adapted thresholds per date, fitted on a scene-wide sample, so every tile

@@ -151,6 +151,7 @@ def run_series(
     progress: Progress | None = None,
     engine: str = "local",
     engine_opts: dict | None = None,
+    bands: str | list[str] | None = None,
 ) -> dict[str, Any]:
     """`geodelta detect D1 D2 ... DN` (N > 2, oldest first): interval_k/ outputs, first_change.tif,
     timeline.png and summary.json in `out_dir`; returns the summary dict."""
@@ -172,7 +173,8 @@ def run_series(
         for k in range(1, len(sources)):
             sub = out_dir / f"interval_{k}"
             s = run_detect(sources[k - 1], sources[k], sub, method=method, aoi=aoi, min_area_m2=min_area_m2,
-                           min_area_px=min_area_px, tile=tile, progress=progress, engine=engine, engine_opts=opts)
+                           min_area_px=min_area_px, tile=tile, progress=progress, engine=engine, engine_opts=opts,
+                           bands=bands)
             intervals.append({
                 "interval": k, "start": iso[k - 1], "end": iso[k], "dir": sub.name,
                 "change": s["change"], "n_regions": len(s["regions"]), "quadruples": s["quadruples"], "caption": s["caption"],

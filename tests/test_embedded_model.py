@@ -48,7 +48,7 @@ def test_new_question_with_paths_runs_the_whole_pipeline():
     calls = [m.tool_calls[0] for m in msgs if isinstance(m, AIMessage) and m.tool_calls]
     assert calls[0]["args"]["to_classes"] == ["built_up"] and calls[0]["id"] == "call_1_set_query"
     assert calls[1]["args"] == {"before": "a.tif", "after": "b.tif"}
-    assert calls[2]["args"] == {"scene_id": "scn_1", "method": "irmad"}
+    assert calls[2]["args"] == {"scene_id": "scn_1", "method": "auto"}
     assert calls[4]["args"]["analysis_id"] == "ana_1" and calls[4]["args"]["query"]["direction"] == "convert"
     assert len({c["id"] for c in calls}) == len(calls)
     assert msgs[-1].content == "done" and not msgs[-1].tool_calls

@@ -156,9 +156,10 @@ def test_rgb_rules_cap_confidence(data_dir: Path):
 
 
 def test_rule_set_none_means_unknown():
-    roles = {"green": 0, "swir1": 1}
+    roles = {"nir": 0, "swir1": 1}
     assert rule_set(roles) == "none"
     assert rule_set({"red": 0, "nir": 1}) == "multispectral"
+    assert rule_set({"swir1": 0, "nir": 1, "green": 2}) == "water"  # OMBRIA composites: water vs other only
     cls, conf = classify(np.ones((2, 8, 8), np.float32), roles)
     assert np.all(cls == CODE["other"]) and np.all(conf == 0)
 

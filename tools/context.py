@@ -21,6 +21,7 @@ class ToolContext:
     allowed: list[Path] = field(default_factory=list)
     progress: Callable[[str, int, int], None] | None = None
     memory: Any = None  # geodelta.memory.Memory when the agent runs with one
+    bands: str | None = None  # band roles the user declared for this question (load_scene's default)
 
     @classmethod
     def create(cls, settings: Settings, memory: Any = None) -> "ToolContext":

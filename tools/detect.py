@@ -15,18 +15,21 @@ from geodelta.tools.workspace import Analysis
 class DetectArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
     scene_id: str = Field(description="The scene_id load_scene returned.")
-    method: Literal["irmad", "cva", "learned"] = Field(
-        default="irmad",
-        description="Change masker: irmad (training-free, any sensor; the default), cva (training-free), learned "
+    method: Literal["auto", "irmad", "cva", "learned", "water"] = Field(
+        default="auto",
+        description="Change masker: auto (the default: picks per input the masker that measured best on that kind of "
+                    "imagery, and says why), irmad (training-free, any sensor), cva (training-free), water (new open "
+                    "water from a water index; needs green + SWIR/NIR roles), learned "
                     "(GeoDelta's Siamese network: better than irmad on sub-2 m aerial RGB building change, worse on "
-                    "10-30 m satellite imagery; needs the [train] extra).")
+                    "10-30 m satellite imagery; runs with onnxruntime, no torch).")
     min_area_m2: float = Field(default=0.0, ge=0, description="Drop regions smaller than this (m²).")
 
 
 def make(ctx: ToolContext) -> BaseTool:
-    def detect_changes(scene_id: str, method: str = "irmad", min_area_m2: float = 0.0) -> dict:
-        """Find changed pixels between the two dates of a scene with a training-free masker (irmad default),
-        clean them and polygonise them into regions. Returns an analysis_id and the region count and area."""
+    def detect_changes(scene_id: str, method: str = "auto", min_area_m2: float = 0.0) -> dict:
+        """Find changed pixels between the two dates of a scene with a change masker (auto by default: the best
+        measured for the input's bands and resolution), clean them and polygonise them into regions. Returns an
+        analysis_id, the region count and area, and for auto the method chosen and why."""
         pair = ctx.workspace.pair(scene_id)
         aid, out = ctx.workspace.new_analysis_dir(scene_id, method)
         s = ctx.settings
@@ -46,6 +49,7 @@ def make(ctx: ToolContext) -> BaseTool:
         return {
             "analysis_id": aid,
             "method": method,
+            **({"chosen_method": det.params["chosen"], "method_reason": det.params["reason"]} if "chosen" in det.params else {}),
             "n_regions": len(det.regions),
             "changed_fraction": round(det.changed_px / max(det.valid_px, 1), 5),
             **{k: v for k, v in stats.items() if k not in ("timings_s", "options")},

@@ -106,17 +106,17 @@ class Workspace:
         return value
 
     # scenes ---------------------------------------------------------------
-    def scene_id(self, before: Path, after: Path, aoi: tuple | None) -> str:
-        key = json.dumps([str(before), str(after), aoi])
+    def scene_id(self, before: Path, after: Path, aoi: tuple | None, bands: str | None = None) -> str:
+        key = json.dumps([str(before), str(after), aoi] + ([bands] if bands else []))
         return "scn_" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
-    def add_scene(self, before: Path, after: Path, aoi: tuple | None = None) -> tuple[str, AlignedPair]:
-        sid = self.scene_id(before, after, aoi)
-        pair = self._pairs.get(sid) or open_pair(before, after, aoi=aoi)
+    def add_scene(self, before: Path, after: Path, aoi: tuple | None = None, bands: str | None = None) -> tuple[str, AlignedPair]:
+        sid = self.scene_id(before, after, aoi, bands)
+        pair = self._pairs.get(sid) or open_pair(before, after, aoi=aoi, bands=bands)
         self._pairs[sid] = pair
         path = self.root / "scenes" / f"{sid}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"scene_id": sid, "before": str(before), "after": str(after), "aoi": aoi}))
+        path.write_text(json.dumps({"scene_id": sid, "before": str(before), "after": str(after), "aoi": aoi, "bands": bands}))
         return sid, pair
 
     def pair(self, scene_id: str) -> AlignedPair:
@@ -125,7 +125,8 @@ class Workspace:
             if not path.is_file():
                 raise ToolInputError(f"unknown scene_id {scene_id!r}: call load_scene first")
             d = json.loads(path.read_text())
-            self._pairs[scene_id] = open_pair(d["before"], d["after"], aoi=tuple(d["aoi"]) if d["aoi"] else None)
+            self._pairs[scene_id] = open_pair(d["before"], d["after"], aoi=tuple(d["aoi"]) if d["aoi"] else None,
+                                              bands=d.get("bands"))
         return self._pairs[scene_id]
 
     # analyses -------------------------------------------------------------

@@ -122,8 +122,10 @@ def read_thread(messages: Sequence[BaseMessage]) -> Thread:
     asked = [m.additional_kwargs["geodelta_clarify"] for m in turn if isinstance(m, AIMessage) and m.additional_kwargs.get("geodelta_clarify")]
     # more than two dates: a time series (detect_series), besides the first -> last pair
     series = next((list(g["images"]) for h in reversed(humans) if len((g := h.additional_kwargs.get("geodelta", {}) or {}).get("images") or []) > 2), [])
+    bands = next(((h.additional_kwargs.get("geodelta", {}) or {}).get("bands") for h in reversed(humans)
+                  if (h.additional_kwargs.get("geodelta", {}) or {}).get("bands")), None)
     return Thread(_text(humans[0]) if humans else "", humans[1:], list(calls.values()), asked, prev_query, paths, len(calls),
-                  extra={"images": [str(p) for p in series]})
+                  extra={"images": [str(p) for p in series], "bands": bands})
 
 
 @dataclass(frozen=True)
@@ -140,7 +142,7 @@ def _q(t: Thread) -> dict[str, Any]:
 STEPS: tuple[Step, ...] = (
     Step("set_query", lambda t: not any(c.name == "set_query" and c.in_turn for c in t.calls), lambda t, m: _q(t)),
     Step("load_scene", lambda t: t.paths is not None and not t.done("load_scene", before=t.paths[0], after=t.paths[1]),
-         lambda t, m: {"before": t.paths[0], "after": t.paths[1]}),
+         lambda t, m: {"before": t.paths[0], "after": t.paths[1], **({"bands": t.extra["bands"]} if t.extra.get("bands") else {})}),
     Step("detect_changes", lambda t: t.scene_id is not None and t.analysis_id is None,
          lambda t, m: {"scene_id": t.scene_id, "method": m}),
     Step("classify_land_cover", lambda t: bool(t.query and (t.query.from_classes or t.query.to_classes))
@@ -186,7 +188,7 @@ def _resolve_query(t: Thread) -> AIMessage | None:
     return None
 
 
-def next_step(messages: Sequence[BaseMessage], *, method: str = "irmad", tools: Sequence[str] | None = None) -> AIMessage:
+def next_step(messages: Sequence[BaseMessage], *, method: str = "auto", tools: Sequence[str] | None = None) -> AIMessage:
     """The planner's next message for this conversation: one tool call, a clarifying question, or "done"."""
     t = read_thread(messages)
     failed = [c for c in t.calls if c.in_turn and c.error]
@@ -209,7 +211,7 @@ def next_step(messages: Sequence[BaseMessage], *, method: str = "irmad", tools: 
 class EmbeddedChatModel(BaseChatModel):
     """Deterministic offline planner with the chat-model interface the graph expects (`bind_tools`)."""
 
-    method: str = "irmad"
+    method: str = "auto"
     tool_names: tuple[str, ...] | None = None
 
     @property
@@ -232,6 +234,6 @@ class EmbeddedChatModel(BaseChatModel):
 
 
 def make_embedded_model(settings: Any = None) -> EmbeddedChatModel:
-    """The registry factory: the change method comes from settings (irmad by default)."""
-    method = getattr(settings, "method", "irmad") if settings is not None else "irmad"
+    """The registry factory: the change method comes from settings (auto by default)."""
+    method = getattr(settings, "method", "auto") if settings is not None else "auto"
     return EmbeddedChatModel(method=method)

@@ -1,0 +1,29 @@
+"""Land cover where the bands allow only a water index (green + SWIR or NIR, no red): water vs other.
+
+Used for composites such as OMBRIA's B11/B8/B3 once their roles are declared (`--bands swir1,nir,green`):
+without red there is no NDVI, so vegetation, soil and built-up are not told apart ("other"). The water
+index and its bounded-Otsu threshold are those of the `water` change masker (perception/change_water.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from geodelta.perception import landcover as lc
+from geodelta.perception.change_water import _index, water_index_bands
+
+
+def fit(a: np.ndarray, roles: dict[str, int]) -> dict[str, float]:
+    """{index name: threshold} from a (B, N) sample."""
+    kind, g, o = water_index_bands(roles)
+    default, (lo, hi) = (lc.T_MNDWI, lc.MNDWI_RANGE) if kind == "mndwi" else (lc.T_NDWI, lc.NDWI_RANGE)
+    return {kind: float(lc._bounded_otsu(_index(a, g, o), default, lo, hi))}
+
+
+def classify(x: np.ndarray, roles: dict[str, int], thresholds: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+    """(classes uint8 (h, w): water or other, confidence float32) of one window x (B, h, w)."""
+    kind, g, o = water_index_bands(roles)
+    wi = _index(x, g, o)
+    t = float(thresholds.get(kind, lc.T_MNDWI if kind == "mndwi" else lc.T_NDWI))
+    cls = np.where(wi > t, lc.CODE["water"], lc.CODE["other"]).astype(np.uint8)
+    return cls, lc._conf(wi, t, 0.1)

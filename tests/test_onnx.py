@@ -1,0 +1,99 @@
+"""The learned change model runs from its shipped ONNX file with onnxruntime: no torch at inference.
+
+Real crops from GEODELTA_DATA go through the same input preparation as `geodelta detect`; where torch is
+installed the ONNX output is compared with the torch checkpoint it was exported from.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rasterio.windows import Window
+
+from geodelta.perception import change, learned, onnx_infer
+from geodelta.perception.io import open_pair
+from geodelta.perception.pipeline import pair_roles
+
+try:
+    import torch
+except ImportError:
+    torch = None
+needs_torch = pytest.mark.skipif(torch is None, reason="comparing with the torch checkpoint needs the [train] extra")
+
+
+def _prepared(before: Path, after: Path, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    with open_pair(before, after) as pair:
+        a, b, valid = pair.read(Window(0, 0, min(w, pair.grid.width), min(h, pair.grid.height)))
+        idx, has_nir = learned.channel_indices(a.shape[0], pair_roles(pair))
+    ca, sa = learned.channel_stats(a[idx][:, valid])
+    cb, sb = learned.channel_stats(b[idx][:, valid])
+    return (learned.prepare(a, idx, has_nir, ca, sa, valid), learned.prepare(b, idx, has_nir, cb, sb, valid))
+
+
+def _crops(data_dir: Path) -> list[tuple[Path, Path, int, int]]:
+    lv, whu, oscd = data_dir / "levir_crops", data_dir / "whu_tiles", data_dir / "oscd" / "rennes"
+    return [(lv / "A" / "test_2_0000_0000.png", lv / "B" / "test_2_0000_0000.png", 256, 256),  # RGB, 0.5 m
+            (whu / "A" / "000213.png", whu / "B" / "000213.png", 300, 420),  # RGB aerial, size not a multiple of 8
+            (oscd / "imgs_1", oscd / "imgs_2", 339, 400)]  # Sentinel-2 with NIR
+
+
+def test_shipped_onnx_has_metadata_from_the_shipped_checkpoint():
+    sess, info, sha = onnx_infer.load_session(str(learned.default_weights()))
+    assert info["format"] == "geodelta-change-onnx-v1" and len(sha) == 64
+    assert info["source_checkpoint"] == learned.default_checkpoint().name
+    assert [i.name for i in sess.get_inputs()] == ["a", "b"] and sess.get_outputs()[0].name == "prob"
+
+
+@needs_torch
+@pytest.mark.parametrize("i", [0, 1, 2])
+def test_onnx_and_torch_agree_on_real_crops(data_dir: Path, i: int):
+    before, after, h, w = _crops(data_dir)[i]
+    xa, xb = _prepared(before, after, h, w)
+    from geodelta.perception.onnx_export import verify
+
+    diff = verify(learned.default_checkpoint(), learned.default_weights(), xa, xb)
+    assert diff < 1e-4, f"max |onnx - torch| = {diff}"
+
+
+def test_subtiled_batched_inference_matches_whole_window_away_from_seams(data_dir: Path):
+    lv = data_dir / "whu_tiles"
+    xa, xb = _prepared(lv / "A" / "000213.png", lv / "B" / "000213.png", 512, 512)
+    sess, _, _ = onnx_infer.load_session(str(learned.default_weights()))
+    whole = onnx_infer.predict(sess, xa, xb)
+    tiled = onnx_infer.predict(sess, xa, xb, tile=256, halo=64, batch=3)
+    assert whole.shape == tiled.shape == (512, 512)
+    assert np.mean((whole >= 0.5) != (tiled >= 0.5)) < 1e-3  # 64 px halo: decisions (almost) never move
+    assert np.abs(whole - tiled).mean() < 1e-3
+
+
+def test_an_onnx_file_that_is_not_a_model_is_a_clear_error(tmp_path: Path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    masker = change.get_masker("learned", weights=bad)
+    with pytest.raises(Exception, match="not a loadable ONNX model"):
+        masker.fit(np.ones((3, 10), np.float32), np.ones((3, 10), np.float32))
+
+
+def test_detect_learned_runs_without_importing_torch(data_dir: Path, tmp_path: Path):
+    # The base install has no torch; here a subprocess blocks `import torch` and runs the detect path.
+    lv = data_dir / "levir_crops"
+    code = f"""
+import sys, json
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch blocked")
+sys.meta_path.insert(0, Block())
+from geodelta.perception.pipeline import run_detect
+s = run_detect({str(lv / 'A' / 'test_2_0000_0000.png')!r}, {str(lv / 'B' / 'test_2_0000_0000.png')!r}, {str(tmp_path / 'o')!r}, method="learned")
+print(json.dumps({{"runtime": s["method"]["params"]["runtime"], "changed": s["change"]["changed_px"], "torch": "torch" in sys.modules}}))
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["runtime"] == "onnx" and not out["torch"] and out["changed"] > 0
