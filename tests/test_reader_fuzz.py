@@ -27,7 +27,6 @@ from geodelta.perception.io import open_image, open_pair
 
 MAX_SECONDS = 20  # per example, open + read of a window
 MAX_RSS_GROWTH = 1.5 * 2**30  # bytes: a 100k x 100k header must not be allocated (30 GB as uint8 RGB)
-_START_RSS = psutil.Process().memory_info().rss
 
 
 def _png(arr: np.ndarray, mode: str | None = None, palette: bool = False) -> bytes:
@@ -132,14 +131,39 @@ def _exercise(path: Path, other: Path | None = None) -> None:
         assert np.isfinite(before[..., valid]).all() and np.isfinite(after[..., valid]).all()
 
 
+class _PeakRSS:
+    """Peak resident memory of this process while a block runs, sampled every 5 ms by a thread."""
+
+    def __enter__(self) -> "_PeakRSS":
+        import threading
+
+        self._proc = psutil.Process()
+        self.start = self.peak = self._proc.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._proc.memory_info().rss)
+
+
 def _check(fn) -> None:
+    """fn() returns or raises a clean InputError, within MAX_SECONDS and without growing memory by GBs."""
     t0 = time.perf_counter()
-    try:
-        fn()
-    except InputError as e:
-        assert str(e) and "Traceback" not in str(e)
+    with _PeakRSS() as rss:
+        try:
+            fn()
+        except InputError as e:
+            assert str(e) and "Traceback" not in str(e)
     assert time.perf_counter() - t0 < MAX_SECONDS
-    assert psutil.Process().memory_info().rss - _START_RSS < MAX_RSS_GROWTH
+    assert rss.peak - rss.start < MAX_RSS_GROWTH, f"peak memory grew by {(rss.peak - rss.start) / 2**20:.0f} MiB"
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
