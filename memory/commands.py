@@ -123,8 +123,10 @@ def verify(
         keyed = f", {result.keyed} HMACs check" if result.keyed else ""
         typer.echo(f"OK: {result.n} events, chain verifies{keyed}" + (f" (head {result.head_hash})" if result.head_hash else ""))
     else:
-        where = f"row {result.first_bad_id}: " if result.first_bad_id is not None else ""
-        typer.echo(f"FAIL: {where}{result.reason} ({result.n} rows before it verify)")
+        if result.first_bad_id is not None:
+            typer.echo(f"FAIL: row {result.first_bad_id}: {result.reason} ({result.n} rows before it verify)")
+        else:
+            typer.echo(f"FAIL: {result.reason} (the {result.n} rows themselves verify)")
     if not result.ok:
         raise typer.Exit(code=AuditError.exit_code)
 
