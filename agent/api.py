@@ -22,7 +22,6 @@ from geodelta.contracts import Answer, ChangeQuery
 from geodelta.errors import CLARIFICATION_EXIT, InputError
 from geodelta.settings import Settings
 
-
 # LangGraph persists a question's checkpoint when the graph exits (an answer, or an interrupt waiting
 # for the user), not after every step: a crash mid-question loses that question only, and the
 # thread resumes from its previous answer.

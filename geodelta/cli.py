@@ -181,9 +181,8 @@ def ask(
 ) -> None:
     """Ask a question about how the land changed; prints the answer, the maps and the audit id."""
     from geodelta.agent.api import Assistant
-    from geodelta.settings import Settings
-
     from geodelta.perception.staging import writable_dir
+    from geodelta.settings import Settings
 
     if out_dir is not None:
         writable_dir(out_dir)

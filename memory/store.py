@@ -8,9 +8,9 @@ One connection per `Memory`, guarded by a lock so threads can share it; every wr
 from __future__ import annotations
 
 import hashlib
-import os
 import json
 import math
+import os
 import sqlite3
 import threading
 import uuid
@@ -117,7 +117,7 @@ class Memory:
         with self._lock:
             self._conn.close()
 
-    def __enter__(self) -> "Memory":
+    def __enter__(self) -> Memory:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -283,5 +283,8 @@ class BandSubset:
 
 
 # IR-MAD (irmad.py), the learned, water and auto maskers register themselves on import; none imports torch.
-from geodelta.perception import irmad as _irmad  # noqa: E402,F401
-from geodelta.perception import change_auto as _auto, change_water as _water, learned as _learned  # noqa: E402,F401,I001
+# The registration order of the original single line is kept (irmad first), hence I001 off for this block.
+from geodelta.perception import irmad as _irmad  # noqa: E402,F401,I001
+from geodelta.perception import change_auto as _auto  # noqa: E402,F401,I001
+from geodelta.perception import change_water as _water  # noqa: E402,F401,I001
+from geodelta.perception import learned as _learned  # noqa: E402,F401,I001

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import rasterio
@@ -26,7 +26,7 @@ from shapely.geometry import box, shape
 from shapely.geometry.base import BaseGeometry
 from shapely.geometry.polygon import orient
 
-from geodelta.contracts import SECTORS, VOCABULARY, BBoxArea, ChangeQuery, Quadruple, Region, SectorArea, Where, What
+from geodelta.contracts import SECTORS, VOCABULARY, BBoxArea, ChangeQuery, Quadruple, Region, SectorArea, What, Where
 from geodelta.errors import InputError
 from geodelta.perception.grid import Grid
 from geodelta.perception.transitions import how_of

@@ -9,6 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
+
+# scipy.special, not scipy.stats: the same chi-square functions without scipy.stats' 1-2 s import
+from scipy.special import chdtrc, chdtri
+from skimage.filters import threshold_otsu
+
+from geodelta.errors import InputError
 from geodelta.perception.change import (
     _TRUNCATE,
     _check_pair,
@@ -17,13 +24,6 @@ from geodelta.perception.change import (
     hill_score,
     register_masker,
 )
-from scipy import ndimage
-
-# scipy.special, not scipy.stats: the same chi-square functions without scipy.stats' 1-2 s import
-from scipy.special import chdtrc, chdtri
-from skimage.filters import threshold_otsu
-
-from geodelta.errors import InputError
 
 # Relative eigenvalue floor for the per-date whitening: directions of a date's (weighted)
 # covariance below this fraction of its largest eigenvalue are dropped (pseudo-inverse), so

@@ -6,7 +6,6 @@ import hashlib
 import json
 
 import numpy as np
-
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, ConfigDict, Field
 

@@ -222,7 +222,7 @@ class EmbeddedChatModel(BaseChatModel):
     def _identifying_params(self) -> dict[str, Any]:
         return {"method": self.method, "tools": self.tool_names}
 
-    def bind_tools(self, tools: Sequence[Any], *, tool_choice: str | None = None, **kwargs: Any) -> "EmbeddedChatModel":
+    def bind_tools(self, tools: Sequence[Any], *, tool_choice: str | None = None, **kwargs: Any) -> EmbeddedChatModel:
         """A copy that knows the tool names (BaseTool, function, pydantic class or OpenAI dict); steps whose
         tool is not bound are skipped."""
         names = tuple(convert_to_openai_tool(t)["function"]["name"] for t in tools)

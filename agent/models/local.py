@@ -209,7 +209,7 @@ class LocalChatModel(BaseChatModel):
         """The loaded model (once per process per path, device and dtype)."""
         return load_vlm(self.path, self.device, self.dtype)
 
-    def bind_tools(self, tools: Sequence[Any], *, tool_choice: str | None = None, **kwargs: Any) -> "LocalChatModel":
+    def bind_tools(self, tools: Sequence[Any], *, tool_choice: str | None = None, **kwargs: Any) -> LocalChatModel:
         """A copy whose system prompt lists `tools` (BaseTool, function, pydantic class or OpenAI dict)."""
         return self.model_copy(update={"tools": tuple(convert_to_openai_tool(t) for t in tools)})
 
