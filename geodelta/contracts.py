@@ -72,7 +72,7 @@ class ChangeQuery(_Model):
     direction: Direction = "any"
     area: Area = Field(default_factory=SceneArea, discriminator="kind")
     min_area_m2: float = Field(default=0.0, ge=0)
-    report: list[ReportItem] = Field(default_factory=lambda: ["where", "how_much", "count"])
+    report: list[ReportItem] = Field(default_factory=lambda: list[ReportItem](["where", "how_much", "count"]))
     time_window: tuple[date, date] | None = None
     rationale: str = Field(default="", description="Why the question was read this way (shown to the user).")
 

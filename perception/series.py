@@ -10,7 +10,7 @@ grid (interval 1's grid): uint8 k = the first interval whose change.tif marks th
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -139,7 +139,7 @@ def region_first_intervals(regions: list, first_tif: Path, grid: Grid) -> list[i
 
 
 def run_series(
-    images: list[str | Path],
+    images: Sequence[str | Path],
     out_dir: str | Path,
     *,
     dates: list[str] | None = None,
