@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +112,7 @@ def _defang(text: str, control: Sequence[str]) -> str:
     return text
 
 
-def _call_text(c: dict[str, Any]) -> str:
+def _call_text(c: Mapping[str, Any]) -> str:
     return "<tool_call>\n" + json.dumps({"name": c["name"], "arguments": c.get("args") or {}}) + "\n</tool_call>"
 
 
