@@ -65,7 +65,7 @@ def channel_indices(n_bands: int, roles: dict[str, int] | None) -> tuple[list[in
         has_nir = "nir" in roles
         idx += [int(roles["nir"])] if has_nir else []
     elif roles:
-        raise InputError(f"the learned model needs red, green and blue bands; these bands' roles are {sorted(roles, key=roles.get)}: "
+        raise InputError(f"the learned model needs red, green and blue bands; these bands' roles are {sorted(roles, key=lambda r: roles[r])}: "
                          "use --method water or irmad, or declare the bands (e.g. --bands red,green,blue,nir)")
     elif n_bands in (3, 4):
         idx, has_nir = list(range(n_bands)), n_bands == 4

@@ -20,7 +20,7 @@ from geodelta.contracts import ChangeQuery, Quadruple, Region
 from geodelta.perception import caption as captioning
 from geodelta.perception import change, cog, describe, engines, render, webmap
 from geodelta.perception.grid import Grid
-from geodelta.perception.io import AlignedPair, open_pair
+from geodelta.perception.io import AlignedPair, ImageSource, open_pair
 from geodelta.perception.tiling import iter_windows
 
 # progress(stage, done, total): the CLI shows it as a rich bar, the agent streams it as events.
@@ -195,8 +195,8 @@ def render_stage(pair: AlignedPair, det: Detection, regions: list[Region], out_d
 
 
 def run_detect(
-    before: str | Path,
-    after: str | Path,
+    before: str | Path | ImageSource,
+    after: str | Path | ImageSource,
     out_dir: str | Path,
     *,
     method: str = "auto",
@@ -252,7 +252,7 @@ def build_summary(
 ) -> dict[str, Any]:
     """The JSON-able record of one analysis (summary.json); hashes make it reproducible."""
     grid = det.grid
-    changed_area = {"changed_px": det.changed_px, "valid_px": det.valid_px}
+    changed_area: dict[str, float] = {"changed_px": det.changed_px, "valid_px": det.valid_px}
     if grid.pixel_area_m2:
         changed_area["changed_m2"] = round(det.changed_px * grid.pixel_area_m2, 2)
     return {

@@ -26,7 +26,7 @@ T = TypeVar("T")
 
 def _stamp(files: Iterable[Path]) -> tuple:
     """(path, mtime_ns, size) of each file, None for a missing one: changes when any file is rewritten."""
-    out = []
+    out: list[tuple[str, int, int] | tuple[str, None]] = []
     for f in files:
         try:
             st = Path(f).stat()
