@@ -358,7 +358,7 @@ def open_pair(
     names, bi, ai, roles = matched
     if bands is not None:
         try:
-            declared = parse_band_roles(bands)
+            declared = parse_band_roles(bands) or []  # None only for bands=None, excluded above
         except ValueError as e:
             raise InputError(str(e)) from None
         if len(declared) != len(b.band_names) or len(declared) != len(a.band_names):

@@ -6,6 +6,7 @@ holds one thing: this file is the IR-MAD maths (fit, chi-square, the fused float
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -136,7 +137,8 @@ def _chi2_sf(z: np.ndarray, dof: int) -> np.ndarray:
 
 
 # Scales on which Otsu thresholds the chi-square statistic: forward map and its inverse.
-_OTSU_SCALES = {"cbrt": (np.cbrt, lambda v: v**3), "sqrt": (np.sqrt, np.square), "log": (np.log1p, np.expm1)}
+_Scale = Callable[[np.ndarray], np.ndarray]
+_OTSU_SCALES: dict[str, tuple[_Scale, _Scale]] = {"cbrt": (np.cbrt, lambda v: v**3), "sqrt": (np.sqrt, np.square), "log": (np.log1p, np.expm1)}
 
 
 @register_masker

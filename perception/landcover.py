@@ -381,9 +381,7 @@ def classify_series(
     with >= PHENOLOGY_MIN_DATES multispectral dates, pixels whose vegetated/bare sequence switches
     at least twice and that are never water, tree or built-up become cropland at every date.
     """
-    if valids is None:
-        valids = [None] * len(images)
-    out = [classify(img, roles, v, scale=scale) for img, v in zip(images, valids)]
+    out = [classify(img, roles, v, scale=scale) for img, v in zip(images, valids or [None] * len(images))]
     if len(out) < PHENOLOGY_MIN_DATES or rule_set(roles) != "multispectral":
         return out
     cls = np.stack([c for c, _ in out])

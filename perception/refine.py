@@ -88,7 +88,6 @@ def refiner_from_settings(settings: Any, name: str = "auto") -> Refiner:
 
 # ---------------------------------------------------------------- shared helpers
 
-
 PCT = (2, 98)  # percentiles mapped to 0 and 1 per band (the thumbnails' stretch, io._stretch)
 
 
@@ -107,8 +106,7 @@ class SceneStats:
 def window_stats(a: np.ndarray, b: np.ndarray, valid: np.ndarray, coarse: np.ndarray) -> SceneStats:
     """SceneStats of one window (for callers refining a single array)."""
     va, vb = (a[:, valid], b[:, valid]) if valid.any() else (np.zeros((a.shape[0], 1)), np.zeros((b.shape[0], 1)))
-    s, n = _depth_sum(coarse)
-    pa, pb = np.percentile(va, PCT, axis=1), np.percentile(vb, PCT, axis=1)
+    (s, n), pa, pb = _depth_sum(coarse), np.percentile(va, PCT, axis=1), np.percentile(vb, PCT, axis=1)
     return SceneStats(pa[0], pa[1], pb[0], pb[1], s / n if n else None)
 
 

@@ -57,11 +57,12 @@ def series_dates(sources: list[ImageSource], dates: list[str] | None = None) -> 
     if missing:
         raise InputError(f"no acquisition date found for {', '.join(missing)} (no date tag, no YYYYMMDD in the name): "
                          "pass --dates 2009-08-18,2012-07-31,... one per image, oldest first")
-    for (d0, s0), (d1, s1) in zip(zip(found, sources), zip(found[1:], sources[1:])):
+    ordered = [str(d) for d in found]  # every date is set (checked just above)
+    for (d0, s0), (d1, s1) in zip(zip(ordered, sources), zip(ordered[1:], sources[1:])):
         if not d0 < d1:
             raise InputError(f"dates must increase: {s0.name} ({d0}) is not before {s1.name} ({d1}); "
                              "pass the images oldest first (or fix --dates)")
-    return found
+    return ordered
 
 
 def first_change_raster(change_tifs: list[Path], grid: Grid, out_path: Path, tile: int = 1024) -> np.ndarray:
