@@ -153,9 +153,10 @@ def run_series(
     engine: str = "local",
     engine_opts: dict | None = None,
     bands: str | list[str] | None = None,
+    device: str | None = None,
 ) -> dict[str, Any]:
     """`geodelta detect D1 D2 ... DN` (N > 2, oldest first): interval_k/ outputs, first_change.tif,
-    timeline.png and summary.json in `out_dir`; returns the summary dict."""
+    timeline.png and summary.json in `out_dir`; returns the summary dict. `device`: as run_detect."""
     from geodelta.perception.pipeline import run_detect
     from geodelta.perception.timeline import timeline_png
 
@@ -175,7 +176,7 @@ def run_series(
             sub = out_dir / f"interval_{k}"
             s = run_detect(sources[k - 1], sources[k], sub, method=method, aoi=aoi, min_area_m2=min_area_m2,
                            min_area_px=min_area_px, tile=tile, progress=progress, engine=engine, engine_opts=opts,
-                           bands=bands)
+                           bands=bands, device=device)
             intervals.append({
                 "interval": k, "start": iso[k - 1], "end": iso[k], "dir": sub.name,
                 "change": s["change"], "n_regions": len(s["regions"]), "quadruples": s["quadruples"], "caption": s["caption"],
