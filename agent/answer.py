@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast
 
 from langchain_core.messages import AIMessage, AnyMessage, ToolMessage
 
@@ -47,7 +48,8 @@ def tool_results(messages: list[AnyMessage]) -> dict[str, tuple[str, dict[str, A
     for m in messages:
         if isinstance(m, ToolMessage) and m.status != "error":
             try:
-                out[m.name] = (m.tool_call_id, json.loads(m.content))
+                # a list content raises TypeError (caught below); tool messages always carry a name
+                out[cast(str, m.name)] = (m.tool_call_id, json.loads(cast(str, m.content)))
             except (TypeError, json.JSONDecodeError):
                 continue
     return out
@@ -64,7 +66,7 @@ def error_exit_code(messages: list[AnyMessage]) -> int:
     return max(codes, default=2)
 
 
-def _classes(names: list[str]) -> str:
+def _classes(names: Sequence[str]) -> str:
     return " or ".join(_PHRASE.get(n, n) for n in names) if names else "any land"
 
 

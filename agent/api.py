@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,6 @@ from geodelta.agent.state import question_message
 from geodelta.contracts import Answer, ChangeQuery
 from geodelta.errors import CLARIFICATION_EXIT, InputError
 from geodelta.settings import Settings
-
 
 # LangGraph persists a question's checkpoint when the graph exits (an answer, or an interrupt waiting
 # for the user), not after every step: a crash mid-question loses that question only, and the
@@ -63,7 +62,7 @@ class Assistant:
 
     # -- asking ---------------------------------------------------------------
     def ask(self, question: str, *, before: str | Path | None = None, after: str | Path | None = None,
-            images: list[str | Path] | None = None, thread_id: str | None = None,
+            images: Sequence[str | Path] | None = None, thread_id: str | None = None,
             bands: str | list[str] | None = None) -> Answer:
         """Answer one question (a follow-up when `thread_id` names an earlier conversation).
 
@@ -112,7 +111,7 @@ class Assistant:
     # -- internals -------------------------------------------------------------
     def _run(self, question, before, after, images, thread_id, *, stream: bool, bands: str | list[str] | None = None) -> Iterator[Any]:
         thread_id = thread_id or f"thr_{uuid.uuid4().hex[:12]}"
-        paths = [_s(p) for p in (images or [])]
+        paths = [str(p) for p in (images or [])]
         if images and not (before or after):
             before, after = (paths[0], paths[-1]) if len(paths) >= 2 else (None, None)
         self.ctx.allow(before, after, *paths)

@@ -10,12 +10,13 @@ import contextvars
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.messages import ToolMessage
 from langgraph.prebuilt.tool_node import ToolCallRequest
+from langgraph.types import Command
 
 from geodelta.errors import GeoDeltaError
 
@@ -40,7 +41,7 @@ def _artefact_hashes(result: dict[str, Any]) -> list[str]:
     return [file_sha256(p) for p in paths if p and Path(p).is_file()]
 
 
-def tool_error(call: dict[str, Any], exc: GeoDeltaError) -> ToolMessage:
+def tool_error(call: Mapping[str, Any], exc: GeoDeltaError) -> ToolMessage:
     """An error ToolMessage for a refused call; the artifact keeps the error kind and its exit code."""
     return ToolMessage(content=f"Error: {exc}", name=call["name"], tool_call_id=call["id"], status="error",
                        artifact={"error_type": type(exc).__name__, "exit_code": exc.exit_code})
@@ -61,7 +62,8 @@ class Auditor:
         run_id, thread_id = current_run.get()
         return self.memory.record(AuditEventIn(kind=kind, run_id=run_id, thread_id=thread_id, **fields))
 
-    def wrap_tool_call(self, request: ToolCallRequest, execute: Callable[[ToolCallRequest], ToolMessage]) -> ToolMessage:
+    def wrap_tool_call(self, request: ToolCallRequest,
+                       execute: Callable[[ToolCallRequest], ToolMessage | Command[Any]]) -> ToolMessage | Command[Any]:
         call = request.tool_call
         common = {"tool": call["name"], "tool_call_id": call["id"]}
         self.record("tool_call", actor="model", args=call["args"], tool_schema_hash=schema_hash(request.tool), model=self.model_name, **common)
@@ -75,7 +77,7 @@ class Auditor:
             self.record("error", actor="tool", error=str(msg.content), duration_ms=ms, **common)
             return msg
         try:
-            result = json.loads(msg.content) if isinstance(msg, ToolMessage) else {}
+            result = json.loads(cast(str, msg.content)) if isinstance(msg, ToolMessage) else {}  # list content: TypeError
         except (TypeError, json.JSONDecodeError):
             result = {"text": str(getattr(msg, "content", ""))[:2000]}
         summary = {k: v for k, v in result.items() if k not in ("region_ids",)}

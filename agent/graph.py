@@ -6,7 +6,7 @@ Nothing is compiled at import time, so tests inject a scripted model and a tempo
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.tools import BaseTool
@@ -14,6 +14,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.prebuilt import ToolNode
 from langgraph.prebuilt.tool_node import ToolInvocationError
 from langgraph.types import interrupt
+from pydantic import BaseModel
 
 from geodelta.agent.answer import compose
 from geodelta.agent.audit import Auditor, current_run
@@ -39,7 +40,8 @@ def build_graph(settings: Settings, model: Any, checkpointer: Any, tools: list[B
     embedded planner) takes over when the model fails and settings allow it."""
     bound = model.bind_tools(tools)
     bound_fallback = fallback.bind_tools(tools) if fallback is not None else None
-    schemas = {t.name: t.args_schema for t in tools}
+    # every GeoDelta tool is a StructuredTool with a pydantic args model
+    schemas = cast(dict[str, type[BaseModel]], {t.name: t.args_schema for t in tools})
 
     def call_planner(messages: list) -> AIMessage:
         t0 = time.perf_counter()

@@ -12,6 +12,7 @@ wordllama's weights and tokenizer ship inside its wheel (intent_vocab).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -213,7 +214,7 @@ def _classes(groups: list[_Mention], role: str) -> list[str]:
     return [c for c in VOCABULARY if c in chosen]
 
 
-def _label(classes: list[str]) -> str:
+def _label(classes: Sequence[str]) -> str:
     return " or ".join(c.replace("_", " ") for c in classes) if classes else "any class"
 
 
@@ -269,11 +270,11 @@ def parse_question(text: str, previous: ChangeQuery | None = None) -> IntentResu
     else:
         direction = "appear" if cues["appear"] > cues["disappear"] else "disappear" if cues["disappear"] else "any"
     inherited = previous is not None and not has_content
-    if inherited:
+    if inherited and previous is not None:  # inherited implies previous; said again for the type checker
         frm, to, direction = list(previous.from_classes), list(previous.to_classes), previous.direction
         matched["inherited"] = ["from_classes", "to_classes", "direction"]
     report = _report(" ".join(tokens))
-    if inherited and not any(re.search(rf"\b{c}", " ".join(tokens)) for cues_ in L.REPORT_CUES.values() for c in cues_):
+    if inherited and previous is not None and not any(re.search(rf"\b{c}", " ".join(tokens)) for cues_ in L.REPORT_CUES.values() for c in cues_):
         report = list(previous.report)
     area_model = area.area
     if area_model is None and previous is not None and (inherited or _is_follow_up(tokens)):

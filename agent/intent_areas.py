@@ -41,11 +41,12 @@ def _blank(text: str, span: tuple[int, int]) -> str:
 
 def _bbox(text: str) -> tuple[tuple[float, ...] | None, str]:
     """A lon/lat box: labelled (west .. south .. east .. north ..), lon/lat ranges, 'bbox a,b,c,d' or [a,b,c,d]."""
-    labelled = {k: re.search(rf"\b{k}\s*[:=]?\s*({_NUM})", text) for k in ("west", "south", "east", "north")}
-    if all(labelled.values()):
+    sides = ("west", "south", "east", "north")
+    labelled = {k: m for k in sides if (m := re.search(rf"\b{k}\s*[:=]?\s*({_NUM})", text))}
+    if len(labelled) == len(sides):
         for m in labelled.values():
             text = _blank(text, m.span())
-        return tuple(float(labelled[k].group(1)) for k in ("west", "south", "east", "north")), text
+        return tuple(float(labelled[k].group(1)) for k in sides), text
     rng = r"\s*(?:from|between|of)?\s*(" + _NUM + r")\s*°?\s*(?:and|to|-|–|,)\s*(" + _NUM + r")"
     lon = re.search(r"\blon(?:gitude)?s?" + rng, text)
     lat = re.search(r"\blat(?:itude)?s?" + rng, text)

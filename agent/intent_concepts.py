@@ -51,7 +51,6 @@ CONCEPT_PHRASES: dict[tuple[str, ...], str] = {
     "built area, built up, industrial zone, logistics hub, trading estate",
     V: "green, natural cover",
     ("low_vegetation", "cropland"): "green belt, greenbelt",
-    G: "green urban area, natural vegetation",
     W: "reed, reeds, saltmarsh, wetland meadow, wet meadow, water meadow, flood meadow, flooded vegetation, herbaceous wetland, salt marsh, peat bog, inland marsh, reed bed, woody wetland, "
     "emergent herbaceous wetland, permanent wetland",
     G: "woody savanna, natural vegetation mosaic",

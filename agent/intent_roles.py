@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from geodelta.agent import intent_concepts as C
@@ -149,7 +150,7 @@ def _compound_heads(tokens: list[str], mentions: list[Any], notes: dict[str, str
     return out
 
 
-def placement_reverse(gap_words: list[str], after: list[str] = ()) -> bool:
+def placement_reverse(gap_words: list[str], after: Sequence[str] = ()) -> bool:
     """True for "X appeared in / cut across / was built through Y" and "a road through the woods appeared":
     Y is what X replaced (`after`: the few words after Y)."""
     if not C.PLACEMENT_WORDS & set(gap_words):

@@ -83,16 +83,16 @@ def lexicon() -> dict[tuple[str, ...], Entry]:
     for classes, text in [*C.CONCEPT_PHRASES.items(), *C.REGIONAL_PHRASES.items()]:  # never overrides the core
         for p in (t.split() for t in text.split(",")):
             lex.setdefault(key(p), Entry("class", tuple(classes)))
-    for p, (classes, role) in L.ROLE_PHRASES.items():
-        lex[key(p.split())] = Entry("role", classes, role)
-    for p in L.FIRE_PHRASES:
-        lex[key(p.split())] = Entry("fire", ("bare_ground",), "to")
-    for p, (frm, to) in L.TRANSITION_PHRASES.items():
-        lex[key(p.split())] = Entry("transition", frm, "from", to)
-    for p, label in L.OUT_OF_VOCABULARY.items():
-        lex[key(p.split())] = Entry("oov", ("other",), None, label=label)
-    for p in L.APPEAR_PHRASES:
-        lex[key(p.split())] = Entry("appear_phrase")
+    for s, (classes, role) in L.ROLE_PHRASES.items():
+        lex[key(s.split())] = Entry("role", classes, role)
+    for s in L.FIRE_PHRASES:
+        lex[key(s.split())] = Entry("fire", ("bare_ground",), "to")
+    for s, (frm, to) in L.TRANSITION_PHRASES.items():
+        lex[key(s.split())] = Entry("transition", frm, "from", to)
+    for s, label in L.OUT_OF_VOCABULARY.items():
+        lex[key(s.split())] = Entry("oov", ("other",), None, label=label)
+    for s in L.APPEAR_PHRASES:
+        lex[key(s.split())] = Entry("appear_phrase")
     return lex
 
 

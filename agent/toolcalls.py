@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from pydantic import BaseModel, ValidationError
@@ -55,7 +55,7 @@ def tool_schemas(tools: Iterable[Any]) -> dict[str, type[BaseModel]]:
     return out
 
 
-def _is_model(x: Any) -> bool:
+def _is_model(x: Any) -> TypeGuard[type[BaseModel]]:
     return isinstance(x, type) and issubclass(x, BaseModel)
 
 

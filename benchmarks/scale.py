@@ -100,7 +100,7 @@ class TreeRss:
                 pass
             self._stop.wait(self.every)
 
-    def __enter__(self) -> "TreeRss":
+    def __enter__(self) -> TreeRss:
         self._thread.start()
         return self
 

@@ -11,7 +11,7 @@ import sys
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -48,10 +48,10 @@ def _progress(enabled: bool):
     if not enabled:
         yield None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True) as bar:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def update(stage: str, done: int, total: int) -> None:
             if stage not in tasks:
@@ -96,7 +96,7 @@ def detect(
     engine_opts = {k: v for k, v in {"scheduler": scheduler, "workers": workers}.items() if v is not None}
     from geodelta.perception.staging import staged_output
 
-    kw = dict(method=method, aoi=_parse_aoi(aoi), min_area_m2=min_area_m2, tile=tile, engine=engine, engine_opts=engine_opts)
+    kw: dict[str, Any] = dict(method=method, aoi=_parse_aoi(aoi), min_area_m2=min_area_m2, tile=tile, engine=engine, engine_opts=engine_opts)
     kw |= {"bands": bands} if bands else {}
     # Outputs are written into a hidden sibling folder and moved into DIR when complete (summary.json last):
     # a killed run never leaves a half-written change.tif that looks finished. Unwritable DIR fails here, first.
@@ -181,15 +181,14 @@ def ask(
 ) -> None:
     """Ask a question about how the land changed; prints the answer, the maps and the audit id."""
     from geodelta.agent.api import Assistant
-    from geodelta.settings import Settings
-
     from geodelta.perception.staging import writable_dir
+    from geodelta.settings import Settings
 
     if out_dir is not None:
         writable_dir(out_dir)
     if db is not None:
         writable_dir(db.expanduser().absolute().parent, "the folder of --db")
-    overrides = {k: v for k, v in {"backend": backend, "out": out_dir, "db": db}.items() if v is not None}
+    overrides: dict[str, Any] = {k: v for k, v in {"backend": backend, "out": out_dir, "db": db}.items() if v is not None}
     assistant = Assistant(Settings(**overrides))
     try:
         answer = assistant.ask(question, before=before, after=after, images=images, thread_id=thread, bands=bands)

@@ -6,7 +6,7 @@ and are what `summary.json` and `ask --json` serialise.
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -72,7 +72,7 @@ class ChangeQuery(_Model):
     direction: Direction = "any"
     area: Area = Field(default_factory=SceneArea, discriminator="kind")
     min_area_m2: float = Field(default=0.0, ge=0)
-    report: list[ReportItem] = Field(default_factory=lambda: ["where", "how_much", "count"])
+    report: list[ReportItem] = Field(default_factory=lambda: list[ReportItem](["where", "how_much", "count"]))
     time_window: tuple[date, date] | None = None
     rationale: str = Field(default="", description="Why the question was read this way (shown to the user).")
 
@@ -142,7 +142,7 @@ class Quadruple(_Model):
     region_ids: list[int] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _one_area(self) -> "Quadruple":
+    def _one_area(self) -> Quadruple:
         if self.total_area_m2 is None and self.total_area_px is None:
             raise ValueError("a quadruple needs total_area_m2 or total_area_px")
         return self
@@ -181,4 +181,4 @@ class Answer(_Model):
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)

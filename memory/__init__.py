@@ -23,8 +23,7 @@ _WHERE = {
 
 if TYPE_CHECKING:
     from geodelta.memory.checkpoint import open_checkpointer
-    from geodelta.memory.models import (EVENT_KINDS, AnalysisRecord, ArtefactRecord, AuditEvent, AuditEventIn,
-                                        SceneRecord, VerifyResult)
+    from geodelta.memory.models import EVENT_KINDS, AnalysisRecord, ArtefactRecord, AuditEvent, AuditEventIn, SceneRecord, VerifyResult
     from geodelta.memory.store import Memory
 
 

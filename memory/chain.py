@@ -21,7 +21,6 @@ from typing import Any
 
 from geodelta.memory.models import GENESIS_HASH, VerifyResult
 
-
 _UNHASHED = ("hash", "mac")  # computed from the rest of the row
 
 

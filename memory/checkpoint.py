@@ -30,7 +30,7 @@ def open_checkpointer(db_path: str | Path | None = None) -> SqliteSaver:
         db_path = default_db_path()
     conn = connect(db_path)
     # SqliteSaver commits its own transactions: give it the default (deferred) transaction handling.
-    conn.isolation_level = ""
+    conn.isolation_level = ""  # type: ignore[assignment]  # typeshed omits "", which sqlite3 accepts (deferred)
     saver = SqliteSaver(conn)
     saver.setup()
     return saver

@@ -18,29 +18,29 @@ from geodelta.errors import ConfigError
 
 def _v1_tables(db: sqlite_utils.Database) -> None:
     """Scenes, analyses, regions, artefacts and the audit hash chain (STRICT tables: no type drift)."""
-    db["scenes"].create(
+    db.table("scenes").create(
         {"id": str, "paths": str, "sha256": str, "crs": str, "bounds": str, "resolution": str, "width": int,
          "height": int, "dates": str, "bands": str, "created": str},
         pk="id", not_null=["paths", "sha256", "created"], strict=True,
     )
-    db["analyses"].create(
+    db.table("analyses").create(
         {"id": str, "scene_id": str, "thread_id": str, "run_id": str, "method": str, "params": str,
          "timings": str, "out_dir": str, "created": str},
         pk="id", not_null=["method", "created"], foreign_keys=[("scene_id", "scenes", "id")], strict=True,
     )
-    db["regions"].create(
+    db.table("regions").create(
         {"analysis_id": str, "region_id": int, "sector": str, "area_m2": float, "area_px": int,
          "from_class": str, "to_class": str, "how": str, "confidence": float, "class_confidence": float,
          "refined_by": str, "first_interval": int, "bbox_px": str, "centroid_px": str,
          "centroid_lonlat": str, "polygon": str},
         pk=("analysis_id", "region_id"), foreign_keys=[("analysis_id", "analyses", "id")], strict=True,
     )
-    db["artefacts"].create(
+    db.table("artefacts").create(
         {"id": int, "analysis_id": str, "path": str, "kind": str, "sha256": str, "bytes": int, "created": str},
         pk="id", not_null=["analysis_id", "path", "kind", "sha256", "created"],
         foreign_keys=[("analysis_id", "analyses", "id")], strict=True,
     )
-    db["audit_events"].create(
+    db.table("audit_events").create(
         {"id": int, "ts": str, "run_id": str, "thread_id": str, "actor": str, "kind": str, "tool": str,
          "tool_schema_hash": str, "args": str, "result": str, "artefact_hashes": str, "model": str,
          "duration_ms": float, "error": str, "prev_hash": str, "hash": str},
@@ -50,21 +50,21 @@ def _v1_tables(db: sqlite_utils.Database) -> None:
 
 def _v2_append_only(db: sqlite_utils.Database) -> None:
     """Audit rows can no longer be updated or deleted; tool_call_id links answers to events; indexes."""
-    db["audit_events"].add_column("tool_call_id", str)
+    db.table("audit_events").add_column("tool_call_id", str)
     for verb in ("UPDATE", "DELETE"):
         db.execute(
             f"CREATE TRIGGER audit_events_no_{verb.lower()} BEFORE {verb} ON audit_events "
             f"BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END"
         )
-    db["audit_events"].create_index(["run_id"])
-    db["audit_events"].create_index(["thread_id"])
-    db["analyses"].create_index(["thread_id"])
-    db["artefacts"].create_index(["analysis_id"])
+    db.table("audit_events").create_index(["run_id"])
+    db.table("audit_events").create_index(["thread_id"])
+    db.table("analyses").create_index(["thread_id"])
+    db.table("artefacts").create_index(["analysis_id"])
 
 
 def _v3_audit_mac(db: sqlite_utils.Database) -> None:
     """An optional HMAC-SHA256 per audit row (GEODELTA_AUDIT_KEY): rewriting the chain needs the key."""
-    db["audit_events"].add_column("mac", str)
+    db.table("audit_events").add_column("mac", str)
 
 
 # (version, name, function). Append only.

@@ -8,9 +8,9 @@ One connection per `Memory`, guarded by a lock so threads can share it; every wr
 from __future__ import annotations
 
 import hashlib
-import os
 import json
 import math
+import os
 import sqlite3
 import threading
 import uuid
@@ -117,7 +117,7 @@ class Memory:
         with self._lock:
             self._conn.close()
 
-    def __enter__(self) -> "Memory":
+    def __enter__(self) -> Memory:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -253,7 +253,7 @@ class Memory:
                "height": ref.height, "dates": _json(ref.dates), "bands": _json(ref.bands),
                "created": utcnow().isoformat()}
         with self._write():
-            self._db["scenes"].insert(row, ignore=True)
+            self._db.table("scenes").insert(row, ignore=True)
             # the same content seen at a new location: remember where it is now
             self._conn.execute("UPDATE scenes SET paths = ? WHERE id = ?", (row["paths"], scene_id))
         return scene_id
@@ -275,7 +275,7 @@ class Memory:
                "params": _json(params or {}), "timings": _json(timings or {}),
                "out_dir": None if out_dir is None else str(out_dir), "created": utcnow().isoformat()}
         with self._write():
-            self._db["analyses"].insert(row)
+            self._db.table("analyses").insert(row)
         return analysis_id
 
     def get_analysis(self, analysis_id: str) -> AnalysisRecord | None:
@@ -284,7 +284,7 @@ class Memory:
 
     def analyses(self, *, scene_id: str | None = None, thread_id: str | None = None) -> list[AnalysisRecord]:
         """Analyses, oldest first, optionally of one scene or one thread."""
-        sql, params = "SELECT * FROM analyses WHERE 1=1", []
+        sql, params = "SELECT * FROM analyses WHERE 1=1", list[str]()
         if scene_id:
             sql, params = sql + " AND scene_id = ?", [*params, scene_id]
         if thread_id:
@@ -299,7 +299,7 @@ class Memory:
                  "first_interval": r.first_interval, "bbox_px": _json(r.bbox_px), "centroid_px": _json(r.centroid_px),
                  "centroid_lonlat": _json(r.centroid_lonlat), "polygon": _json(r.polygon)} for r in regions]
         with self._write():
-            self._db["regions"].insert_all(rows, replace=True)
+            self._db.table("regions").insert_all(rows, replace=True)
         return len(rows)
 
     def regions(self, analysis_id: str) -> list[Region]:
@@ -316,7 +316,7 @@ class Memory:
         row = {"analysis_id": analysis_id, "path": str(p), "kind": kind, "sha256": sha256,
                "bytes": p.stat().st_size if p.is_file() else None, "created": utcnow().isoformat()}
         with self._write():
-            row["id"] = self._db["artefacts"].insert(row).last_pk
+            row["id"] = self._db.table("artefacts").insert(row).last_pk
         return ArtefactRecord.model_validate(row)
 
     def artefacts(self, analysis_id: str) -> list[ArtefactRecord]:

@@ -111,7 +111,7 @@ def date_from_tags(tags: dict[str, str], name: str) -> str | None:
                     return iso
     if iso := date_from_name(name):
         return iso
-    if (v := tags.get("TIFFTAG_DATETIME")) and (m := _TAG_DATETIME.match(v)):
+    if (dt := tags.get("TIFFTAG_DATETIME")) and (m := _TAG_DATETIME.match(dt)):
         return _iso(*m.groups())
     return None
 

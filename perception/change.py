@@ -43,7 +43,7 @@ class ChangeMasker(Protocol):
 MASKERS: dict[str, type] = {}
 
 
-def register_masker(cls: type) -> type:
+def register_masker(cls: type[Any]) -> type[Any]:
     """Class decorator: add a masker class to `MASKERS` under its `name`."""
     MASKERS[cls.name] = cls
     return cls
@@ -134,7 +134,7 @@ def hill_score(stat: np.ndarray, threshold: float, valid: np.ndarray) -> np.ndar
     Computed in float32 in place (one temporary per window, not five float64 ones): with k = 2,
     s = 1 / (1 + x^-2) needs no power function."""
     t = max(float(threshold), 1e-12)
-    x = np.nan_to_num(np.asarray(stat, dtype=np.float32), nan=0.0, posinf=np.finfo(np.float32).max)
+    x = np.nan_to_num(np.asarray(stat, dtype=np.float32), nan=0.0, posinf=float(np.finfo(np.float32).max))
     np.maximum(x, 0.0, out=x)
     x /= np.float32(t)
     above = x >= 1.0  # the decision, before any rounding of the map below
@@ -283,5 +283,8 @@ class BandSubset:
 
 
 # IR-MAD (irmad.py), the learned, water and auto maskers register themselves on import; none imports torch.
-from geodelta.perception import irmad as _irmad  # noqa: E402,F401
-from geodelta.perception import change_auto as _auto, change_water as _water, learned as _learned  # noqa: E402,F401,I001
+# The registration order of the original single line is kept (irmad first), hence I001 off for this block.
+from geodelta.perception import irmad as _irmad  # noqa: E402,F401,I001
+from geodelta.perception import change_auto as _auto  # noqa: E402,F401,I001
+from geodelta.perception import change_water as _water  # noqa: E402,F401,I001
+from geodelta.perception import learned as _learned  # noqa: E402,F401,I001

@@ -9,8 +9,9 @@ reason go into the fitted params (summary.json, the answer's justification).
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

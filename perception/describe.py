@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import rasterio
@@ -26,7 +26,7 @@ from shapely.geometry import box, shape
 from shapely.geometry.base import BaseGeometry
 from shapely.geometry.polygon import orient
 
-from geodelta.contracts import SECTORS, VOCABULARY, BBoxArea, ChangeQuery, Quadruple, Region, SectorArea, Where, What
+from geodelta.contracts import SECTORS, VOCABULARY, BBoxArea, ChangeQuery, Quadruple, Region, SectorArea, What, Where
 from geodelta.errors import InputError
 from geodelta.perception.grid import Grid
 from geodelta.perception.transitions import how_of
@@ -116,7 +116,7 @@ def _parts(geom: BaseGeometry) -> list[shapely.Polygon]:
 
 
 def _crs_transformer(grid: Grid, inverse: bool = False) -> Transformer:
-    crs = ProjCRS.from_user_input(grid.crs.to_wkt())
+    crs = ProjCRS.from_user_input(grid.crs)  # pyproj reads any object with to_wkt() (rasterio CRS)
     src, dst = (crs, "EPSG:4326") if not inverse else ("EPSG:4326", crs)
     return Transformer.from_crs(src, dst, always_xy=True)
 
@@ -364,7 +364,7 @@ def quadruples(regions: list[Region], grid: Grid) -> list[Quadruple]:
             )
         )
     order = {s: i for i, s in enumerate(SECTORS)}
-    quads.sort(key=lambda q: (-(q.total_area_m2 if q.total_area_m2 is not None else q.total_area_px), order[q.where.sector], q.what.from_, q.what.to, q.how))
+    quads.sort(key=lambda q: (-(q.total_area_m2 if q.total_area_m2 is not None else q.total_area_px or 0), order[q.where.sector], q.what.from_, q.what.to, q.how))
     return quads
 
 

@@ -294,7 +294,8 @@ def run_dask(pair: AlignedPair, masker: change.ChangeMasker, params: dict, out_p
     targets = [RasterTarget(out_paths[0], grid.shape, "uint8", f"geodelta-write-{run}-change"),
                RasterTarget(out_paths[1], grid.shape, "float32", f"geodelta-write-{run}-prob")]
     with dask_client(scheduler, workers, client) as cl:
-        stored_c, stored_p = da.store([chg, prob], targets, lock=False, compute=False, return_stored=True,
+        # dask's hint omits the documented targets: any object with __setitem__ (RasterTarget)
+        stored_c, stored_p = da.store([chg, prob], targets, lock=False, compute=False, return_stored=True,  # type: ignore[arg-type]
                                        load_stored=False)
         counts = da.map_blocks(_block_counts, chg, stored_c, stored_p, dtype=np.int64,
                                new_axis=2, chunks=((1,) * len(row_h), (1,) * len(col_w), (2,)))

@@ -1,4 +1,5 @@
-"""Readers for GeoTIFF/COG, PNG/JPEG/BMP, ENVI and Sentinel-2 band folders, and the aligned pair.
+"""Readers for GeoTIFF/COG, PNG/JPEG/BMP and ENVI files, and the aligned pair (`open_image` dispatches
+Sentinel-2 band folders to perception/s2folder.py and STAC Items to perception/stac.py).
 
 A pair lives on ONE grid: the BEFORE grid (optionally cropped to an area of interest). The after
 raster, and any band not on that grid (Sentinel-2 20/60 m bands), is reprojected onto it at read
@@ -24,9 +25,6 @@ from geodelta.contracts import SceneRef
 from geodelta.errors import InputError
 from geodelta.perception.bands import (
     ROLES,
-    S2_BANDS,
-    S2_FILE,
-    date_from_dates_txt,
     date_from_tags,
     generic_names,
     infer_roles,
@@ -134,39 +132,6 @@ def _open_file(path: Path) -> ImageSource:
     return source
 
 
-def _open_s2_folder(folder: Path) -> ImageSource:
-    files: dict[str, Path] = {}
-    for f in sorted(folder.iterdir()):
-        if f.is_file() and (m := S2_FILE.search(f.name)):
-            band = m.group(1).upper()
-            if band in files:
-                raise InputError(f"{folder} holds two files for Sentinel-2 band {band} ({files[band].name}, {f.name}): "
-                                 "keep one file per band")
-            files[band] = f
-    if not files:
-        raise InputError(f"{folder} is a folder without Sentinel-2 band files (names ending in _B01.._B12 or _B8A): "
-                         "pass a raster file (GeoTIFF, PNG, JPEG, BMP, ENVI) or a folder of Sentinel-2 bands")
-    if "B02" not in files:
-        raise InputError(f"{folder} has no B02 band file: the 10 m grid is taken from B02, add it to the folder")
-    names = [b for b in S2_BANDS if b in files]
-    for band in names:
-        with open_raster(files[band]) as src:
-            probe_blocks(src, files[band])
-            if band == "B02":
-                grid, nodata, dtype, tags = grid_of(src), src.nodata, src.dtypes[0], src.tags()
-                if not has_valid_pixel(src):
-                    raise InputError(f"{files[band]} holds no valid pixel: pass a folder with data")
-    dates_txt = folder.parent / "dates.txt"
-    date = date_from_dates_txt(dates_txt.read_text(), folder.name) if dates_txt.is_file() else None
-    paths = sorted(files.values())
-    return ImageSource(
-        paths=paths, kind="s2folder", grid=grid, band_names=names,
-        band_roles=infer_roles(names, [], dtype, True, "s2folder"), nodata=nodata,
-        date=date or date_from_tags(tags, files["B02"].name), dtype=dtype,
-        sha256=[_sha256(p) for p in paths], band_files=[(files[b], 1) for b in names],
-    )
-
-
 def open_image(path: str | Path) -> ImageSource:
     """Open one date: a GeoTIFF/COG, PNG/JPEG/BMP, ENVI (.hdr or data file), a Sentinel-2 band folder, or a
     local STAC Item JSON (perception/stac.py).
@@ -181,7 +146,11 @@ def open_image(path: str | Path) -> ImageSource:
         from geodelta.perception.stac import open_stac_item
 
         return open_stac_item(p)
-    return _open_s2_folder(p) if p.is_dir() else _open_file(p)
+    if p.is_dir():
+        from geodelta.perception.s2folder import open_s2_folder
+
+        return open_s2_folder(p)
+    return _open_file(p)
 
 
 def _resampling(name: str | Resampling) -> Resampling:
@@ -389,7 +358,7 @@ def open_pair(
     names, bi, ai, roles = matched
     if bands is not None:
         try:
-            declared = parse_band_roles(bands)
+            declared = parse_band_roles(bands) or []  # None only for bands=None, excluded above
         except ValueError as e:
             raise InputError(str(e)) from None
         if len(declared) != len(b.band_names) or len(declared) != len(a.band_names):

@@ -6,9 +6,17 @@ holds one thing: this file is the IR-MAD maths (fit, chi-square, the fused float
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
+
+# scipy.special, not scipy.stats: the same chi-square functions without scipy.stats' 1-2 s import
+from scipy.special import chdtrc, chdtri
+from skimage.filters import threshold_otsu
+
+from geodelta.errors import InputError
 from geodelta.perception.change import (
     _TRUNCATE,
     _check_pair,
@@ -17,13 +25,6 @@ from geodelta.perception.change import (
     hill_score,
     register_masker,
 )
-from scipy import ndimage
-
-# scipy.special, not scipy.stats: the same chi-square functions without scipy.stats' 1-2 s import
-from scipy.special import chdtrc, chdtri
-from skimage.filters import threshold_otsu
-
-from geodelta.errors import InputError
 
 # Relative eigenvalue floor for the per-date whitening: directions of a date's (weighted)
 # covariance below this fraction of its largest eigenvalue are dropped (pseudo-inverse), so
@@ -136,7 +137,8 @@ def _chi2_sf(z: np.ndarray, dof: int) -> np.ndarray:
 
 
 # Scales on which Otsu thresholds the chi-square statistic: forward map and its inverse.
-_OTSU_SCALES = {"cbrt": (np.cbrt, lambda v: v**3), "sqrt": (np.sqrt, np.square), "log": (np.log1p, np.expm1)}
+_Scale = Callable[[np.ndarray], np.ndarray]
+_OTSU_SCALES: dict[str, tuple[_Scale, _Scale]] = {"cbrt": (np.cbrt, lambda v: v**3), "sqrt": (np.sqrt, np.square), "log": (np.log1p, np.expm1)}
 
 
 @register_masker

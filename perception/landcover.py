@@ -13,6 +13,7 @@ index). Class codes are indices into CLASSES; 255 marks nodata. Works on any win
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -217,6 +218,7 @@ def _multispectral(x: np.ndarray, roles: dict[str, int], th: dict, scale: float)
     c_veg = _conf(ndvi, t_veg, 0.1)
 
     # water: MNDWI (Xu 2006) when SWIR exists, else NDWI (McFeeters 1996); never vegetated.
+    wi: np.ndarray | None
     if "mndwi" in ind:
         wi, t_w = ind["mndwi"], th.get("mndwi", T_MNDWI)
     else:
@@ -369,7 +371,7 @@ PHENOLOGY_MIN_DATES = 3
 def classify_series(
     images: list[np.ndarray],
     roles: dict[str, int],
-    valids: list[np.ndarray] | None = None,
+    valids: Sequence[np.ndarray | None] | None = None,
     *,
     scale: float | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -379,9 +381,7 @@ def classify_series(
     with >= PHENOLOGY_MIN_DATES multispectral dates, pixels whose vegetated/bare sequence switches
     at least twice and that are never water, tree or built-up become cropland at every date.
     """
-    if valids is None:
-        valids = [None] * len(images)
-    out = [classify(img, roles, v, scale=scale) for img, v in zip(images, valids)]
+    out = [classify(img, roles, v, scale=scale) for img, v in zip(images, valids or [None] * len(images))]
     if len(out) < PHENOLOGY_MIN_DATES or rule_set(roles) != "multispectral":
         return out
     cls = np.stack([c for c, _ in out])

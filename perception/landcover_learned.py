@@ -62,7 +62,7 @@ def classify_chips(chips: list[np.ndarray], path: str | None = None) -> np.ndarr
     size = int(info["size"])
     out = []
     for i in range(0, len(chips), BATCH):
-        batch = np.stack([np.asarray(Image.fromarray(c).resize((size, size), Image.BILINEAR)) for c in chips[i:i + BATCH]])
+        batch = np.stack([np.asarray(Image.fromarray(c).resize((size, size), Image.Resampling.BILINEAR)) for c in chips[i:i + BATCH]])
         out.append(sess.run(["probs"], {"rgb": np.moveaxis(batch, -1, 1).astype(np.float32)})[0])
     return np.concatenate(out) if out else np.zeros((0, len(info["classes"])), np.float32)
 
@@ -98,7 +98,7 @@ def region_classes(pair, regions: list, roles: dict[str, int], progress=None) ->
         if progress:
             progress("land cover", i + 1, len(regions))
     pa, pb = classify_chips(chips_a), classify_chips(chips_b)
-    out, counts = [], {}
+    out, counts = [], dict[str, int]()
     for r, p_from, p_to in zip(regions, pa, pb):
         f, t = classes[int(p_from.argmax())], classes[int(p_to.argmax())]
         conf = round(float(min(p_from.max(), p_to.max())), 3)

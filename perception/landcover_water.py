@@ -9,20 +9,28 @@ from __future__ import annotations
 
 import numpy as np
 
+from geodelta.errors import InputError
 from geodelta.perception import landcover as lc
 from geodelta.perception.change_water import _index, water_index_bands
 
 
+def _water_bands(roles: dict[str, int]) -> tuple[str, int, int]:
+    bands = water_index_bands(roles)
+    if bands is None:
+        raise InputError("water land cover needs a green band and a NIR or SWIR1 band: declare them, e.g. --bands red,green,blue,nir")
+    return bands
+
+
 def fit(a: np.ndarray, roles: dict[str, int]) -> dict[str, float]:
     """{index name: threshold} from a (B, N) sample."""
-    kind, g, o = water_index_bands(roles)
+    kind, g, o = _water_bands(roles)
     default, (lo, hi) = (lc.T_MNDWI, lc.MNDWI_RANGE) if kind == "mndwi" else (lc.T_NDWI, lc.NDWI_RANGE)
     return {kind: float(lc._bounded_otsu(_index(a, g, o), default, lo, hi))}
 
 
 def classify(x: np.ndarray, roles: dict[str, int], thresholds: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
     """(classes uint8 (h, w): water or other, confidence float32) of one window x (B, h, w)."""
-    kind, g, o = water_index_bands(roles)
+    kind, g, o = _water_bands(roles)
     wi = _index(x, g, o)
     t = float(thresholds.get(kind, lc.T_MNDWI if kind == "mndwi" else lc.T_NDWI))
     cls = np.where(wi > t, lc.CODE["water"], lc.CODE["other"]).astype(np.uint8)

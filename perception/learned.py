@@ -17,7 +17,7 @@ import hashlib
 import importlib.util
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -65,7 +65,7 @@ def channel_indices(n_bands: int, roles: dict[str, int] | None) -> tuple[list[in
         has_nir = "nir" in roles
         idx += [int(roles["nir"])] if has_nir else []
     elif roles:
-        raise InputError(f"the learned model needs red, green and blue bands; these bands' roles are {sorted(roles, key=roles.get)}: "
+        raise InputError(f"the learned model needs red, green and blue bands; these bands' roles are {sorted(roles, key=lambda r: roles[r])}: "
                          "use --method water or irmad, or declare the bands (e.g. --bands red,green,blue,nir)")
     elif n_bands in (3, 4):
         idx, has_nir = list(range(n_bands)), n_bands == 4
@@ -120,11 +120,13 @@ def _net_class():
     nn = torch.nn
     F = torch.nn.functional
 
-    def block(cin: int, cout: int) -> nn.Sequential:
+    Module: Any = nn.Module  # torch is imported lazily, so its classes are run-time values here
+
+    def block(cin: int, cout: int) -> Any:
         return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
                              nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
-    class SiameseUNet(nn.Module):
+    class SiameseUNet(Module):
         """(a, b): float32 (N, in_ch, H, W) each, H and W multiples of 8 -> change logits (N, 1, H, W)."""
 
         def __init__(self, in_ch: int = IN_CH, widths: list[int] | tuple[int, ...] = (16, 32, 64, 96)):
@@ -202,7 +204,7 @@ def predict(model, xa: np.ndarray, xb: np.ndarray) -> np.ndarray:
     h, w = xa.shape[1:]
     ph, pw = -h % MULTIPLE, -w % MULTIPLE
     pad = ((0, 0), (0, ph), (0, pw))
-    mode = "reflect" if h > ph and w > pw else "edge"
+    mode: Literal["reflect", "edge"] = "reflect" if h > ph and w > pw else "edge"
     device = next(model.parameters()).device
     ta = torch.from_numpy(np.pad(xa, pad, mode=mode)[None]).to(device)
     tb = torch.from_numpy(np.pad(xb, pad, mode=mode)[None]).to(device)

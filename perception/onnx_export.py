@@ -30,7 +30,9 @@ def export_onnx(weights: str | Path, out: str | Path) -> dict[str, Any]:
 
     model, meta, sha = learned.load_model(weights, "cpu")
 
-    class WithSigmoid(torch.nn.Module):
+    Module: Any = torch.nn.Module  # torch is imported lazily, so its classes are run-time values here
+
+    class WithSigmoid(Module):
         def __init__(self, net):
             super().__init__()
             self.net = net

@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -104,5 +104,5 @@ def _pad(x: np.ndarray, ph: int, pw: int) -> np.ndarray:
     pad = ((0, 0), (0, ph - h), (0, pw - w))
     if pad[1][1] == 0 and pad[2][1] == 0:
         return np.ascontiguousarray(x, np.float32)
-    mode = "reflect" if h > ph - h and w > pw - w else "edge"
+    mode: Literal["reflect", "edge"] = "reflect" if h > ph - h and w > pw - w else "edge"
     return np.pad(x, pad, mode=mode).astype(np.float32, copy=False)

@@ -20,7 +20,7 @@ from geodelta.contracts import ChangeQuery, Quadruple, Region
 from geodelta.perception import caption as captioning
 from geodelta.perception import change, cog, describe, engines, render, webmap
 from geodelta.perception.grid import Grid
-from geodelta.perception.io import AlignedPair, open_pair
+from geodelta.perception.io import AlignedPair, ImageSource, open_pair
 from geodelta.perception.tiling import iter_windows
 
 # progress(stage, done, total): the CLI shows it as a rich bar, the agent streams it as events.
@@ -63,12 +63,14 @@ def detect_stage(
     engine: str = "local",
     engine_opts: dict | None = None,
     masker_opts: dict | None = None,
+    device: str | None = None,
 ) -> Detection:
     """Fit the masker on a scene-wide sample, score tile by tile, write change.tif / change_prob.tif.
 
     Peak memory follows `tile` (plus the masker's halo), not the scene size. `engine` ("local" or
     "dask", see engines.py) runs the windows; `engine_opts` go to it (scheduler, workers); `masker_opts`
-    go to the masker (e.g. `weights` of the learned model).
+    go to the masker (e.g. `weights` of the learned model); `device` (auto|cpu|cuda) to maskers that run a
+    torch model (learned, auto), passed by the caller rather than read from the environment.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     grid = pair.grid
@@ -82,6 +84,9 @@ def detect_stage(
     opts = dict(masker_opts or {}) | ({"roles": roles} if "roles" in sig else {})  # e.g. the learned model's weights
     if "scene" in sig:
         opts["scene"] = {"pixel_m": pixel_size_m(grid)}
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.values())  # auto: **learned options
+    if device is not None and "device" not in opts and ("device" in sig or takes_any):
+        opts["device"] = device
     masker = change.get_masker(method, **opts)
     if keep is not None:
         masker = change.BandSubset(masker, keep, [pair.band_names[i] for i in keep])
@@ -195,8 +200,8 @@ def render_stage(pair: AlignedPair, det: Detection, regions: list[Region], out_d
 
 
 def run_detect(
-    before: str | Path,
-    after: str | Path,
+    before: str | Path | ImageSource,
+    after: str | Path | ImageSource,
     out_dir: str | Path,
     *,
     method: str = "auto",
@@ -209,10 +214,12 @@ def run_detect(
     engine: str = "local",
     engine_opts: dict | None = None,
     bands: str | list[str] | None = None,
+    device: str | None = None,
 ) -> dict[str, Any]:
     """`geodelta detect`: every output file of issue 2 in `out_dir`; returns the summary dict.
 
-    `bands` declares band roles in file order ("swir1,nir,green") for files that carry none."""
+    `bands` declares band roles in file order ("swir1,nir,green") for files that carry none; `device` goes to
+    detect_stage (None: the maskers resolve GEODELTA_DEVICE, as the CLI wants)."""
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
@@ -221,7 +228,7 @@ def run_detect(
     query = query or ChangeQuery(min_area_m2=min_area_m2)
 
     det = detect_stage(pair, out_dir, method=method, min_area_m2=min_area_m2, min_area_px=min_area_px, tile=tile, progress=progress,
-                       engine=engine, engine_opts=engine_opts)
+                       engine=engine, engine_opts=engine_opts, device=device)
     t0 = time.perf_counter()
     kept, quads, text = describe_stage(det.regions, query, det.grid)
     t_describe = time.perf_counter() - t0
@@ -252,7 +259,7 @@ def build_summary(
 ) -> dict[str, Any]:
     """The JSON-able record of one analysis (summary.json); hashes make it reproducible."""
     grid = det.grid
-    changed_area = {"changed_px": det.changed_px, "valid_px": det.valid_px}
+    changed_area: dict[str, float] = {"changed_px": det.changed_px, "valid_px": det.valid_px}
     if grid.pixel_area_m2:
         changed_area["changed_m2"] = round(det.changed_px * grid.pixel_area_m2, 2)
     return {

@@ -126,7 +126,7 @@ class ReaderCache:
     def warped(self, path: Path, target: Grid, resampling: Resampling) -> tuple[WarpedVRT, int]:
         """`path` reprojected onto `target` (float32 working type), and the 1-based index of the VRT's alpha
         band: > 0 where valid source data (nodata, mask and alpha respected) contributed to a pixel."""
-        key = (path, target.width, target.height, tuple(target.transform)[:6], target.crs.to_wkt(), resampling)
+        key = (path, target.width, target.height, tuple(target.transform)[:6], target.crs.to_wkt() if target.crs else None, resampling)
         store = self._store()
         if key not in store:
             src = self.dataset(path)

@@ -53,7 +53,7 @@ class Refiner(Protocol):
 REFINERS: dict[str, type] = {}
 
 
-def register_refiner(cls: type) -> type:
+def register_refiner(cls: type[Any]) -> type[Any]:
     """Class decorator: add a refiner class to `REFINERS` under its `name`."""
     REFINERS[cls.name] = cls
     return cls
@@ -88,7 +88,6 @@ def refiner_from_settings(settings: Any, name: str = "auto") -> Refiner:
 
 # ---------------------------------------------------------------- shared helpers
 
-
 PCT = (2, 98)  # percentiles mapped to 0 and 1 per band (the thumbnails' stretch, io._stretch)
 
 
@@ -107,8 +106,8 @@ class SceneStats:
 def window_stats(a: np.ndarray, b: np.ndarray, valid: np.ndarray, coarse: np.ndarray) -> SceneStats:
     """SceneStats of one window (for callers refining a single array)."""
     va, vb = (a[:, valid], b[:, valid]) if valid.any() else (np.zeros((a.shape[0], 1)), np.zeros((b.shape[0], 1)))
-    s, n = _depth_sum(coarse)
-    return SceneStats(*np.percentile(va, PCT, axis=1), *np.percentile(vb, PCT, axis=1), s / n if n else None)
+    (s, n), pa, pb = _depth_sum(coarse), np.percentile(va, PCT, axis=1), np.percentile(vb, PCT, axis=1)
+    return SceneStats(pa[0], pa[1], pb[0], pb[1], s / n if n else None)
 
 
 def scene_stats(pair: AlignedPair, change_tif: Path, tile: int = 1024) -> SceneStats:
@@ -120,7 +119,8 @@ def scene_stats(pair: AlignedPair, change_tif: Path, tile: int = 1024) -> SceneS
             c = src.read(1, window=read_win) == 1
             s, n = _depth_sum(c, core)
             total, count = total + s, count + n
-    return SceneStats(*np.percentile(sa, PCT, axis=1), *np.percentile(sb, PCT, axis=1), total / count if count else None)
+    pa, pb = np.percentile(sa, PCT, axis=1), np.percentile(sb, PCT, axis=1)
+    return SceneStats(pa[0], pa[1], pb[0], pb[1], total / count if count else None)
 
 
 def _depth_sum(coarse: np.ndarray, core: tuple[slice, slice] | None = None) -> tuple[float, int]:
@@ -347,7 +347,7 @@ def refine_stage(pair: AlignedPair, change_tif: Path, prob_tif: Path | None, out
     out_dir = Path(out_dir)
     out = out_dir / "change_refined.tif"
     roles = pair.band_roles
-    rgb = tuple(roles[r] for r in ("red", "green", "blue")) if all(r in roles for r in ("red", "green", "blue")) else None
+    rgb = (roles["red"], roles["green"], roles["blue"]) if all(r in roles for r in ("red", "green", "blue")) else None
     with rasterio.open(change_tif) as src:
         if (src.width, src.height) != (grid.width, grid.height):
             raise InputError(f"{change_tif} is {src.width}x{src.height} px but the scene is {grid.width}x{grid.height}: "

@@ -168,7 +168,7 @@ def _nearest(a: np.ndarray, h: int, w: int) -> np.ndarray:
 
 def metres_per_pixel(grid: Grid, thumb_width: int) -> float | None:
     """Ground metres per thumbnail pixel along the middle row; None when not georeferenced."""
-    if not grid.georeferenced:
+    if not grid.georeferenced or grid.crs is None:
         return None
     if not grid.is_geographic:
         factor = grid.crs.linear_units_factor[1] if grid.crs.linear_units_factor else 1.0
@@ -185,7 +185,7 @@ def nice_length(max_m: float) -> float:
     return max(m * k for m in (1, 2, 5) if m * k <= max_m)
 
 
-def _font(size: int) -> ImageFont.ImageFont:
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow without FreeType: fixed bitmap font

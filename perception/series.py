@@ -10,7 +10,7 @@ grid (interval 1's grid): uint8 k = the first interval whose change.tif marks th
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -57,11 +57,12 @@ def series_dates(sources: list[ImageSource], dates: list[str] | None = None) -> 
     if missing:
         raise InputError(f"no acquisition date found for {', '.join(missing)} (no date tag, no YYYYMMDD in the name): "
                          "pass --dates 2009-08-18,2012-07-31,... one per image, oldest first")
-    for (d0, s0), (d1, s1) in zip(zip(found, sources), zip(found[1:], sources[1:])):
+    ordered = [str(d) for d in found]  # every date is set (checked just above)
+    for (d0, s0), (d1, s1) in zip(zip(ordered, sources), zip(ordered[1:], sources[1:])):
         if not d0 < d1:
             raise InputError(f"dates must increase: {s0.name} ({d0}) is not before {s1.name} ({d1}); "
                              "pass the images oldest first (or fix --dates)")
-    return found
+    return ordered
 
 
 def first_change_raster(change_tifs: list[Path], grid: Grid, out_path: Path, tile: int = 1024) -> np.ndarray:
@@ -139,7 +140,7 @@ def region_first_intervals(regions: list, first_tif: Path, grid: Grid) -> list[i
 
 
 def run_series(
-    images: list[str | Path],
+    images: Sequence[str | Path],
     out_dir: str | Path,
     *,
     dates: list[str] | None = None,
@@ -152,9 +153,10 @@ def run_series(
     engine: str = "local",
     engine_opts: dict | None = None,
     bands: str | list[str] | None = None,
+    device: str | None = None,
 ) -> dict[str, Any]:
     """`geodelta detect D1 D2 ... DN` (N > 2, oldest first): interval_k/ outputs, first_change.tif,
-    timeline.png and summary.json in `out_dir`; returns the summary dict."""
+    timeline.png and summary.json in `out_dir`; returns the summary dict. `device`: as run_detect."""
     from geodelta.perception.pipeline import run_detect
     from geodelta.perception.timeline import timeline_png
 
@@ -174,7 +176,7 @@ def run_series(
             sub = out_dir / f"interval_{k}"
             s = run_detect(sources[k - 1], sources[k], sub, method=method, aoi=aoi, min_area_m2=min_area_m2,
                            min_area_px=min_area_px, tile=tile, progress=progress, engine=engine, engine_opts=opts,
-                           bands=bands)
+                           bands=bands, device=device)
             intervals.append({
                 "interval": k, "start": iso[k - 1], "end": iso[k], "dir": sub.name,
                 "change": s["change"], "n_regions": len(s["regions"]), "quadruples": s["quadruples"], "caption": s["caption"],

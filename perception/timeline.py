@@ -76,7 +76,7 @@ def timeline_png(summary: dict[str, Any], first_tif: Path, out_path: Path) -> Pa
     img.paste(Image.fromarray(rgb), (chart_w + 2 * pad, top))
     ly = top + mh + 8
     lx = chart_w + 2 * pad
-    for i, iv in enumerate(intervals):
+    for i, _iv in enumerate(intervals):
         d.rectangle([lx, ly, lx + 10, ly + 10], fill=COLOURS[i % len(COLOURS)])
         d.text((lx + 14, ly - 2), f"{i + 1}", fill="black", font=fs)
         lx += 34

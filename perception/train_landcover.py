@@ -60,7 +60,7 @@ def load_chips(aid: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     xs, ys, names = [], [], []
     for cls_dir in sorted(p for p in aid.iterdir() if p.is_dir() and p.name in AID_TO_CLASS):
         for f in sorted(cls_dir.glob("*.jpg"), key=lambda p: int(p.stem.rsplit("_", 1)[-1])):
-            xs.append(np.asarray(Image.open(f).convert("RGB").resize((SIZE, SIZE), Image.BILINEAR)))
+            xs.append(np.asarray(Image.open(f).convert("RGB").resize((SIZE, SIZE), Image.Resampling.BILINEAR)))
             ys.append(landcover.CODE[AID_TO_CLASS[cls_dir.name]])
             names.append(cls_dir.name)
     return np.stack(xs), np.asarray(ys), names

@@ -225,7 +225,7 @@ def load_vlm(path: str | Path | None, device: str = "auto", dtype: str = "auto")
             processor = AutoProcessor.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
             model = AutoModelForImageTextToText.from_pretrained(
                 folder, dtype=torch_dtype, local_files_only=True, trust_remote_code=False
-            ).to(dev)
+            ).to(dev)  # type: ignore[arg-type]  # transformers' wrapped .to() hint wants a model, takes a device
         except (OSError, ValueError, KeyError) as exc:
             raise ConfigError(f"Cannot load the model in {folder} with transformers ({type(exc).__name__}: {exc}): "
                               "check it is a complete image-text-to-text model folder (config, weights, processor, "

@@ -23,6 +23,7 @@ import re
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import shapely
@@ -183,7 +184,8 @@ def map_html(
     images = [(n, a) for n, a in (("before", before_rgb), ("after", after_rgb)) if a is not None]
     if change is not None:
         images.append(("change", mask_rgba(change)))
-    layers, thumb_w = [], max((a.shape[1] for _, a in images), default=1)
+    layers: list[dict[str, Any]] = []
+    thumb_w = max((a.shape[1] for _, a in images), default=1)
     for name, arr in images:
         if grid.georeferenced:
             rgba, bounds = to_web_mercator(arr, grid)
@@ -197,7 +199,7 @@ def map_html(
     else:
         tolerance = max(grid.width, grid.height) / thumb_w  # scene pixels per display pixel
         fit = [[0, 0], [grid.height, grid.width]]
-    data = {
+    data: dict[str, Any] = {
         "simple": not grid.georeferenced,
         "fit": fit,
         "layers": layers,

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from rasterio.windows import Window
+
 from geodelta.perception import change, irmad
 from geodelta.perception.io import open_pair
-from rasterio.windows import Window
 
 
 def _reference_statistic(a, b, valid, params) -> np.ndarray:

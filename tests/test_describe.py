@@ -14,7 +14,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from scipy import ndimage
 from shapely.geometry import shape
 
-from geodelta.contracts import ChangeQuery, VOCABULARY
+from geodelta.contracts import VOCABULARY, ChangeQuery
 from geodelta.errors import InputError
 from geodelta.perception import describe
 from geodelta.perception.grid import Grid

@@ -149,12 +149,11 @@ def tiny_vlm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A randomly initialised Qwen2.5-VL (~0.1 M parameters; one text layer of 2 heads: prompts are thousands of tokens) with a BPE tokenizer trained here, saved to a folder."""
     torch = pytest.importorskip("torch", reason="the local backend needs torch (the [vlm] extra)")
     pytest.importorskip("transformers", reason="the local backend needs transformers>=5 (the [vlm] extra)")
+    from langchain_core.utils.function_calling import convert_to_openai_tool
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
     from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
-
-    from langchain_core.utils.function_calling import convert_to_openai_tool
 
     from geodelta.tools import ToolContext, build_tools
 

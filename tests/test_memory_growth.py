@@ -12,7 +12,6 @@ from pathlib import Path
 
 from geodelta.agent.api import Assistant
 from geodelta.memory import Memory
-
 from geodelta.settings import Settings
 
 QUESTIONS = ["Where did farmland get built over?", "and how much of that is in the north?", "where did new water appear?",

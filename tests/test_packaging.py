@@ -42,8 +42,8 @@ def test_wheel_holds_only_geodelta_and_dist_info(wheel: Path) -> None:
 @pytest.mark.parametrize("bare", ["tools", "agent", "perception", "memory", "prompts"])
 def test_bare_top_level_names_are_not_ours(bare: str, tmp_path: Path) -> None:
     code = (
-        "import importlib.util, sys; s = importlib.util.find_spec(%r); "
-        "print('none' if s is None else (s.origin or list(s.submodule_search_locations)))" % bare
+        f"import importlib.util, sys; s = importlib.util.find_spec({bare!r}); "
+        "print('none' if s is None else (s.origin or list(s.submodule_search_locations)))"
     )
     res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
     assert str(ROOT) not in res.stdout, f"`import {bare}` resolves to our checkout: {res.stdout}"

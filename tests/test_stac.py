@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +30,7 @@ CITY = "abudhabi"  # an OSCD city with exactly B02 B03 B04 B08 B11 B12 on disk
 
 
 def _date(text: str) -> datetime:
-    return datetime.strptime(text, "%Y%m%d").replace(tzinfo=timezone.utc)
+    return datetime.strptime(text, "%Y%m%d").replace(tzinfo=UTC)
 
 
 def s2_item(folder: Path, when: datetime, dest: Path, *, relative: bool = False) -> Path:
@@ -48,7 +48,7 @@ def s2_item(folder: Path, when: datetime, dest: Path, *, relative: bool = False)
 
 def naip_item(tif: Path, dest: Path) -> Path:
     """A NAIP Item: one 4-band asset (R, G, B, NIR per naip/SOURCE.md) plus a thumbnail that must be skipped."""
-    when = datetime.strptime(tif.stem.rsplit("_", 1)[1], "%Y%m%d").replace(tzinfo=timezone.utc)
+    when = datetime.strptime(tif.stem.rsplit("_", 1)[1], "%Y%m%d").replace(tzinfo=UTC)
     item = pystac.Item(id=tif.stem, geometry=None, bbox=None, datetime=when, properties={})
     asset = pystac.Asset(href=str(tif), media_type=pystac.MediaType.COG, roles=["data"])
     item.add_asset("image", asset)

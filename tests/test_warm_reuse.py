@@ -7,9 +7,8 @@ import os
 import time
 from pathlib import Path
 
-from geodelta.tools import ToolContext, build_tools
-
 from geodelta.settings import Settings
+from geodelta.tools import ToolContext, build_tools
 
 
 def _tools(tmp_path: Path, demo_pair):

@@ -24,7 +24,7 @@ class ToolContext:
     bands: str | None = None  # band roles the user declared for this question (load_scene's default)
 
     @classmethod
-    def create(cls, settings: Settings, memory: Any = None) -> "ToolContext":
+    def create(cls, settings: Settings, memory: Any = None) -> ToolContext:
         ws = Workspace(settings.out)
         ws.root.mkdir(parents=True, exist_ok=True)
         return cls(settings=settings, workspace=ws, allowed=[ws.root], memory=memory)

@@ -36,10 +36,10 @@ def make(ctx: ToolContext) -> BaseTool:
         # Same scene, method and settings as an earlier call of this process whose rasters are untouched:
         # the same detection (a follow-up question does not fit and score the scene again).
         det = ctx.workspace.memo(
-            ("detect", scene_id, method, float(min_area_m2), s.min_area_px, s.tile_size),
+            ("detect", scene_id, method, float(min_area_m2), s.min_area_px, s.tile_size, s.device),
             lambda d: (d.change_tif, d.prob_tif),
             lambda: detect_stage(pair, out, method=method, min_area_m2=min_area_m2, min_area_px=s.min_area_px,
-                                 tile=s.tile_size, progress=ctx.progress))
+                                 tile=s.tile_size, progress=ctx.progress, device=s.device))
         # the options this detection used: refine_regions re-polygonises with the same minimum size
         stats = {"changed_px": det.changed_px, "valid_px": det.valid_px, "timings_s": det.timings,
                  "options": {"min_area_m2": min_area_m2, "min_area_px": s.min_area_px}}

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from geodelta.errors import ToolInputError
 
 
-def check_path(path: str | Path, allowed: list[str | Path]) -> Path:
+def check_path(path: str | Path, allowed: Sequence[str | Path]) -> Path:
     """Resolve `path` and accept it only when it is an allowed file/folder or lies inside an allowed folder.
 
     Relative paths and `..` are resolved first, so `../../etc/passwd` cannot slip past a prefix test.

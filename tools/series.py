@@ -6,7 +6,6 @@ import hashlib
 import json
 
 import numpy as np
-
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -40,7 +39,7 @@ def make(ctx: ToolContext) -> BaseTool:
         sid = "ser_" + hashlib.sha256(key.encode()).hexdigest()[:12]
         out = ctx.workspace.root / sid
         s = run_series(paths, out, method=method, min_area_m2=min_area_m2, min_area_px=ctx.settings.min_area_px,
-                       tile=ctx.settings.tile_size, progress=ctx.progress)
+                       tile=ctx.settings.tile_size, progress=ctx.progress, device=ctx.settings.device)
         fc = s["first_change"]
         intervals = [{
             "interval": iv["interval"], "start": iv["start"], "end": iv["end"],

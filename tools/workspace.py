@@ -21,13 +21,12 @@ from geodelta.errors import ToolInputError
 from geodelta.perception.grid import Grid
 from geodelta.perception.io import AlignedPair, open_pair
 
-
 T = TypeVar("T")
 
 
 def _stamp(files: Iterable[Path]) -> tuple:
     """(path, mtime_ns, size) of each file, None for a missing one: changes when any file is rewritten."""
-    out = []
+    out: list[tuple[str, int, int] | tuple[str, None]] = []
     for f in files:
         try:
             st = Path(f).stat()
@@ -37,7 +36,7 @@ def _stamp(files: Iterable[Path]) -> tuple:
     return tuple(out)
 
 
-def _copy(an: "Analysis") -> "Analysis":
+def _copy(an: Analysis) -> Analysis:
     """A copy whose lists and dicts the caller may change (regions are immutable pydantic models)."""
     return replace(an, regions=list(an.regions), stats=dict(an.stats), params=dict(an.params),
                    landcover=dict(an.landcover) if an.landcover is not None else None)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
@@ -79,13 +79,13 @@ class Thread:
     @property
     def scene_id(self) -> str | None:
         c = self.last_ok("load_scene")
-        return c.result.get("scene_id") if c else None
+        return c.result.get("scene_id") if c and c.result is not None else None  # last_ok: result is set
 
     @property
     def analysis_id(self) -> str | None:
         sid = self.scene_id
         ok = [c for c in self.calls if c.name == "detect_changes" and c.result and c.error is None and c.args.get("scene_id") == sid]
-        return ok[-1].result.get("analysis_id") if ok else None
+        return (ok[-1].result or {}).get("analysis_id") if ok else None  # ok: result is set
 
 
 def read_thread(messages: Sequence[BaseMessage]) -> Thread:
@@ -96,7 +96,8 @@ def read_thread(messages: Sequence[BaseMessage]) -> Thread:
     for i, m in enumerate(messages):
         if isinstance(m, AIMessage):
             for tc in m.tool_calls:
-                calls[tc["id"]] = Call(tc["name"], dict(tc["args"]), tc["id"], i >= start)
+                tc_id = cast(str, tc["id"])  # our models always give tool calls an id
+                calls[tc_id] = Call(tc["name"], dict(tc["args"]), tc_id, i >= start)
         elif isinstance(m, ToolMessage) and m.tool_call_id in calls:
             c = calls[m.tool_call_id]
             text = _text(m)
@@ -135,6 +136,22 @@ class Step:
     args: Callable[[Thread, str], dict[str, Any]]
 
 
+def _paths(t: Thread) -> tuple[str, str]:
+    """The before/after pair; only called by steps whose condition checked `t.paths is not None`."""
+    return cast(tuple[str, str], t.paths)
+
+
+def _result(t: Thread, name: str) -> dict[str, Any]:
+    """The latest successful result of `name`; only called after `t.done(name)` held."""
+    c = t.last_ok(name)
+    return (c.result or {}) if c else {}
+
+
+def _per_analysis(name: str) -> Callable[[Thread], bool]:
+    """Step condition: an analysis exists and `name` has not run on it in this turn."""
+    return lambda t: t.analysis_id is not None and not t.done(name, in_turn=True, analysis_id=t.analysis_id)
+
+
 def _q(t: Thread) -> dict[str, Any]:
     return t.query.model_dump(mode="json") if t.query else {}
 
@@ -142,20 +159,20 @@ def _q(t: Thread) -> dict[str, Any]:
 STEPS: tuple[Step, ...] = (
     Step("set_query", lambda t: not any(c.name == "set_query" and c.in_turn for c in t.calls), lambda t, m: _q(t)),
     Step("load_scene", lambda t: t.paths is not None and not t.done("load_scene", before=t.paths[0], after=t.paths[1]),
-         lambda t, m: {"before": t.paths[0], "after": t.paths[1], **({"bands": t.extra["bands"]} if t.extra.get("bands") else {})}),
+         lambda t, m: {"before": _paths(t)[0], "after": _paths(t)[1], **({"bands": t.extra["bands"]} if t.extra.get("bands") else {})}),
     Step("detect_changes", lambda t: t.scene_id is not None and t.analysis_id is None,
          lambda t, m: {"scene_id": t.scene_id, "method": m}),
     Step("classify_land_cover", lambda t: bool(t.query and (t.query.from_classes or t.query.to_classes))
          and t.analysis_id is not None and not t.done("classify_land_cover", analysis_id=t.analysis_id),
          lambda t, m: {"analysis_id": t.analysis_id}),
-    *(Step(name, lambda t, n=name: t.analysis_id is not None and not t.done(n, in_turn=True, analysis_id=t.analysis_id),
+    *(Step(name, _per_analysis(name),
            lambda t, m: {"analysis_id": t.analysis_id, "query": _q(t)})
       for name in ("describe_changes", "caption_changes", "render_map")),
     # "when": with more than two dates, date the regions describe_changes kept (first -> last pair)
     Step("detect_series", lambda t: len(t.extra.get("images", [])) > 2 and t.done("describe_changes", in_turn=True)
          and not t.done("detect_series", in_turn=True),
          lambda t, m: {"images": t.extra["images"], "method": m, "analysis_id": t.analysis_id,
-                       "region_ids": (t.last_ok("describe_changes").result or {}).get("region_ids", [])}),
+                       "region_ids": _result(t, "describe_changes").get("region_ids", [])}),
 )
 
 
@@ -222,7 +239,7 @@ class EmbeddedChatModel(BaseChatModel):
     def _identifying_params(self) -> dict[str, Any]:
         return {"method": self.method, "tools": self.tool_names}
 
-    def bind_tools(self, tools: Sequence[Any], *, tool_choice: str | None = None, **kwargs: Any) -> "EmbeddedChatModel":
+    def bind_tools(self, tools: Sequence[Any], *, tool_choice: str | None = None, **kwargs: Any) -> EmbeddedChatModel:
         """A copy that knows the tool names (BaseTool, function, pydantic class or OpenAI dict); steps whose
         tool is not bound are skipped."""
         names = tuple(convert_to_openai_tool(t)["function"]["name"] for t in tools)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +112,7 @@ def _defang(text: str, control: Sequence[str]) -> str:
     return text
 
 
-def _call_text(c: dict[str, Any]) -> str:
+def _call_text(c: Mapping[str, Any]) -> str:
     return "<tool_call>\n" + json.dumps({"name": c["name"], "arguments": c.get("args") or {}}) + "\n</tool_call>"
 
 
@@ -209,7 +209,7 @@ class LocalChatModel(BaseChatModel):
         """The loaded model (once per process per path, device and dtype)."""
         return load_vlm(self.path, self.device, self.dtype)
 
-    def bind_tools(self, tools: Sequence[Any], *, tool_choice: str | None = None, **kwargs: Any) -> "LocalChatModel":
+    def bind_tools(self, tools: Sequence[Any], *, tool_choice: str | None = None, **kwargs: Any) -> LocalChatModel:
         """A copy whose system prompt lists `tools` (BaseTool, function, pydantic class or OpenAI dict)."""
         return self.model_copy(update={"tools": tuple(convert_to_openai_tool(t) for t in tools)})
 

@@ -14,8 +14,8 @@ import json
 import logging
 import re
 import sys
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -62,8 +62,8 @@ def image_part(png_path: Path, max_size: int = 768) -> dict[str, Any]:
 
     path = Path(png_path)
     try:
-        with Image.open(path) as img:
-            img = img.convert("RGB")
+        with Image.open(path) as src:
+            img = src.convert("RGB")
             img.thumbnail((max_size, max_size), Image.Resampling.LANCZOS)
             buf = io.BytesIO()
             img.save(buf, format="PNG", optimize=True)
@@ -75,7 +75,7 @@ def image_part(png_path: Path, max_size: int = 768) -> dict[str, Any]:
 
 def vision_message(text: str, images: Sequence[Path], max_size: int = 768) -> HumanMessage:
     """A user message with the text first, then one image part per path (thumbnails, overlay, chips)."""
-    parts: list[dict[str, Any]] = [{"type": "text", "text": text}]
+    parts: list[str | dict[Any, Any]] = [{"type": "text", "text": text}]
     parts.extend(image_part(p, max_size=max_size) for p in images)
     return HumanMessage(content=parts)
 
