@@ -134,7 +134,7 @@ def _exercise(path: Path, other: Path | None = None) -> None:
 class _PeakRSS:
     """Peak resident memory of this process while a block runs, sampled every 5 ms by a thread."""
 
-    def __enter__(self) -> "_PeakRSS":
+    def __enter__(self) -> _PeakRSS:
         import threading
 
         self._proc = psutil.Process()
