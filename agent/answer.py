@@ -14,19 +14,8 @@ from langchain_core.messages import AIMessage, AnyMessage, ToolMessage
 
 from geodelta.contracts import Answer, ChangeQuery, Evidence, Region
 from geodelta.errors import CLARIFICATION_EXIT
-from geodelta.perception.caption import format_area
+from geodelta.perception.caption import LAND_PHRASE, format_area
 from geodelta.tools.workspace import Workspace
-
-_PHRASE = {
-    "water": "water",
-    "tree": "woodland",
-    "low_vegetation": "grass and low vegetation",
-    "cropland": "farmland",
-    "bare_ground": "bare ground",
-    "built_up": "built-up land",
-    "other": "other land",
-}
-
 
 # Classes that colour alone cannot tell apart: they need one of these band roles (NDVI / MNDWI / NDWI).
 _NEEDS_BANDS = {"water": ("nir", "swir1"), "tree": ("nir",), "low_vegetation": ("nir",), "cropland": ("nir",)}
@@ -67,7 +56,7 @@ def error_exit_code(messages: list[AnyMessage]) -> int:
 
 
 def _classes(names: Sequence[str]) -> str:
-    return " or ".join(_PHRASE.get(n, n) for n in names) if names else "any land"
+    return " or ".join(LAND_PHRASE.get(n, n) for n in names) if names else "any land"
 
 
 def _scope(q: ChangeQuery) -> str:

@@ -152,17 +152,8 @@ def demo(
     from geodelta.perception.staging import writable_dir
 
     out_dir = writable_dir(out_dir)
-    assistant = Assistant(Settings(out=out_dir, db=out_dir / "geodelta.db", backend="embedded"))
-    try:
-        answer = assistant.ask(question, before=before, after=after)
-    finally:
-        assistant.close()
-    if as_json:
-        print(answer.model_dump_json(indent=2))
-    else:
-        _print_answer(answer)
-        out.print(f"[dim]audit trail: geodelta audit show {answer.audit_id} --db {out_dir / 'geodelta.db'}[/dim]")
-    _exit_for(answer)
+    _ask_and_exit(Assistant(Settings(out=out_dir, db=out_dir / "geodelta.db", backend="embedded")), question, as_json,
+                  footer=f"--db {out_dir / 'geodelta.db'}", before=before, after=after)
 
 
 @app.command()
@@ -189,15 +180,22 @@ def ask(
     if db is not None:
         writable_dir(db.expanduser().absolute().parent, "the folder of --db")
     overrides: dict[str, Any] = {k: v for k, v in {"backend": backend, "out": out_dir, "db": db}.items() if v is not None}
-    assistant = Assistant(Settings(**overrides))
+    _ask_and_exit(Assistant(Settings(**overrides)), question, as_json, before=before, after=after, images=images,
+                  thread_id=thread, bands=bands)
+
+
+def _ask_and_exit(assistant: Any, question: str, as_json: bool, *, footer: str | None = None, **ask_kw: Any) -> None:
+    """`ask` and `demo`: one question, the answer printed (or its JSON), then the answer's exit status."""
     try:
-        answer = assistant.ask(question, before=before, after=after, images=images, thread_id=thread, bands=bands)
+        answer = assistant.ask(question, **ask_kw)
     finally:
         assistant.close()
     if as_json:
         print(answer.model_dump_json(indent=2))
     else:
         _print_answer(answer)
+        if footer is not None:
+            out.print(f"[dim]audit trail: geodelta audit show {answer.audit_id} {footer}[/dim]")
     _exit_for(answer)
 
 

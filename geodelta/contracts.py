@@ -6,6 +6,7 @@ and are what `summary.json` and `ask --json` serialise.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 
@@ -20,6 +21,11 @@ ClassOrUnknown = Literal["water", "tree", "low_vegetation", "cropland", "bare_gr
 # Nine cells of the scene frame, north up, row-major from the top-left.
 Sector = Literal["north-west", "north", "north-east", "west", "centre", "east", "south-west", "south", "south-east"]
 SECTORS: tuple[str, ...] = ("north-west", "north", "north-east", "west", "centre", "east", "south-west", "south", "south-east")
+
+# nodata of every uint8 raster GeoDelta writes: change.tif (1 change, 0 no change) and land-cover class maps.
+NODATA_U8 = 255
+# progress(stage, done, total): the one callback shape every long stage reports through.
+Progress = Callable[[str, int, int], None]
 
 Direction = Literal["appear", "disappear", "convert", "any"]
 How = Literal["appeared", "disappeared", "converted", "expanded", "shrank", "changed"]

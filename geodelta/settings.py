@@ -32,7 +32,6 @@ class Settings(BaseSettings):
     tile_size: int = Field(default=1024, ge=64, description="Window edge in pixels; peak memory follows it.")
     min_area_m2: float = Field(default=0.0, ge=0)
     min_area_px: int = Field(default=16, ge=0, description="Minimum region size when the pair has no georeference.")
-    workers: int = Field(default=1, ge=1)
 
     # models
     backend: Literal["embedded", "openai", "local"] = "embedded"
@@ -41,7 +40,6 @@ class Settings(BaseSettings):
     openai_api_key: str = "not-needed"
     openai_timeout_s: float = Field(default=60.0, gt=0)
     openai_max_retries: int = Field(default=1, ge=0)
-    vision: bool = False
     fallback_to_embedded: bool = False
     max_corrections: int = Field(default=2, ge=0, description="Corrective retries for malformed tool calls.")
     vlm_path: Path | None = None

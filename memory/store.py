@@ -36,6 +36,7 @@ from geodelta.memory.models import (
     SceneRecord,
     VerifyResult,
 )
+from geodelta.perception.checksum import file_sha256  # re-exported: tools and tests import it from here
 
 BUSY_TIMEOUT_S = 30.0  # how long a writer waits for another process's transaction before failing
 
@@ -87,15 +88,6 @@ def _load(text: str | None) -> Any:
 def _text(value: str | None) -> str | None:
     """A string SQLite can store: lone surrogates (undecodable file names) become backslash escapes."""
     return None if value is None else value.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 hex of a file's bytes, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class Memory:

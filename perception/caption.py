@@ -21,7 +21,8 @@ _ADJ = {
     "built_up": "built-up",
     "other": "other",
 }
-_LAND = {
+# The one wording of each class in sentences (LEVIR-CC caption words: 'trees', 'built-up'); answers use it too.
+LAND_PHRASE = {
     "water": "water",
     "tree": "trees",
     "low_vegetation": "grass and low vegetation",
@@ -76,11 +77,11 @@ def _sentence(q: Quadruple, georeferenced: bool) -> str:
         return f"{_plural(n, 'changed area')}{cls}{size} {verb} found in {where}."
     if q.how in ("appeared", "expanded"):
         verb = "appeared" if q.how == "appeared" else "expanded"
-        return f"{_plural(n, f'new {_ADJ[tc]} area')}{size} {verb} on former {_LAND[fc]} in {where}."
+        return f"{_plural(n, f'new {_ADJ[tc]} area')}{size} {verb} on former {LAND_PHRASE[fc]} in {where}."
     if q.how in ("disappeared", "shrank"):
         verb = "disappeared" if q.how == "disappeared" else "shrank"
-        return f"{_plural(n, f'{_ADJ[fc]} area')}{size} {verb} in {where}, now {_LAND[tc]}."
-    return f"{_plural(n, f'{_ADJ[fc]} area')}{size} turned into {_LAND[tc]} in {where}."
+        return f"{_plural(n, f'{_ADJ[fc]} area')}{size} {verb} in {where}, now {LAND_PHRASE[tc]}."
+    return f"{_plural(n, f'{_ADJ[fc]} area')}{size} turned into {LAND_PHRASE[tc]} in {where}."
 
 
 def _scope(query: ChangeQuery, georeferenced: bool) -> str:
@@ -98,8 +99,8 @@ def _no_change(query: ChangeQuery | None, georeferenced: bool) -> str:
     if query is None:
         return "No change was found."
     scope = _scope(query, georeferenced)
-    fr = " or ".join(_LAND[c] for c in query.from_classes)
-    to = " or ".join(_LAND[c] for c in query.to_classes)
+    fr = " or ".join(LAND_PHRASE[c] for c in query.from_classes)
+    to = " or ".join(LAND_PHRASE[c] for c in query.to_classes)
     if query.min_area_m2 > 0:
         scope = f"larger than {format_area(query.min_area_m2)} {scope}"
     if fr and to:

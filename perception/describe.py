@@ -142,11 +142,6 @@ def _pixel_to_lonlat_fn(grid: Grid):
     return fn
 
 
-def pixel_to_lonlat(geom: BaseGeometry, grid: Grid) -> BaseGeometry:
-    """Pixel (col, row) geometry (or array of them) -> EPSG:4326 (lon, lat)."""
-    return shapely.transform(geom, _pixel_to_lonlat_fn(grid))
-
-
 def pixel_polygon(region: Region, grid: Grid) -> BaseGeometry:
     """A region's polygon back in pixel coordinates (col, row) of `grid`."""
     geom = shape(region.polygon)

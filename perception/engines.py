@@ -27,14 +27,13 @@ import rasterio
 from rasterio.errors import NodataShadowWarning, NotGeoreferencedWarning
 from rasterio.windows import Window
 
+from geodelta.contracts import NODATA_U8, Progress
 from geodelta.errors import InputError
 from geodelta.perception import change
 from geodelta.perception.grid import Grid
 from geodelta.perception.io import AlignedPair
 from geodelta.perception.tiling import iter_windows
 
-NODATA_U8 = 255  # change.tif nodata (same as pipeline.NODATA_U8)
-Progress = Callable[[str, int, int], None]
 OutPaths = tuple[Path, Path]  # (change.tif, change_prob.tif)
 # An engine: run_change(pair, masker, params, out_paths, tile, progress, *, min_pixels, **engine_opts)
 # -> (changed_px, valid_px)

@@ -11,12 +11,10 @@ from functools import cached_property
 from affine import Affine
 from rasterio.crs import CRS
 
+from geodelta.contracts import SECTORS
+
 # Sector names row-major from the top-left; the frame is north-up (row 0 is north).
-SECTOR_NAMES = (
-    ("north-west", "north", "north-east"),
-    ("west", "centre", "east"),
-    ("south-west", "south", "south-east"),
-)
+SECTOR_NAMES = (SECTORS[0:3], SECTORS[3:6], SECTORS[6:9])  # contracts.SECTORS as three rows
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ math. Everything reads by window, so memory follows the window, not the scene.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,6 +32,7 @@ from geodelta.perception.bands import (
     parse_band_roles,
     roles_from_declaration,
 )
+from geodelta.perception.checksum import file_sha256
 from geodelta.perception.grid import Grid
 from geodelta.perception.rasters import (
     BandRef,
@@ -73,16 +73,6 @@ class ImageSource:
         return str(self.paths[0].parent if self.kind == "s2folder" else self.paths[0])
 
 
-def _sha256(path: Path) -> str:
-    """Streamed sha256 (1 MiB chunks), so hashing never loads a file whole."""
-    h = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    except OSError as e:
-        raise InputError(f"cannot read {path} ({e.strerror}): check that the file exists and is readable") from e
-    return h.hexdigest()
 
 
 def _envi_data_file(header: Path) -> Path:
@@ -128,7 +118,7 @@ def _open_file(path: Path) -> ImageSource:
             nodata=src.nodata, date=date_from_tags(tags, path.name), dtype=dtype, sha256=[],
             band_files=[(data, i) for i in indexes],
         )
-    source.sha256 = [_sha256(p) for p in paths]
+    source.sha256 = [file_sha256(p) for p in paths]
     return source
 
 

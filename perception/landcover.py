@@ -20,11 +20,12 @@ import numpy as np
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
+from geodelta.contracts import NODATA_U8
 from geodelta.errors import InputError
 
 CLASSES: tuple[str, ...] = ("water", "tree", "low_vegetation", "cropland", "bare_ground", "built_up", "other")
 CODE = {name: i for i, name in enumerate(CLASSES)}
-NODATA = 255
+NODATA = NODATA_U8  # class-map nodata
 
 # RGB-only rules are honest guesses (no NIR: vegetation vigour, water and soil are confused by
 # colour alone), so no RGB pixel claims more than this confidence; the answer must say so.

@@ -13,7 +13,6 @@ checkpoint is used only for training, export, a CUDA GPU, or when a `.pt` file i
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.util
 from importlib import resources
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 
 from geodelta.errors import ConfigError, InputError, MissingDependencyError
 from geodelta.perception.change import register_masker
+from geodelta.perception.checksum import file_sha256
 
 CHANNELS = ("red", "green", "blue", "nir")
 IN_CH = len(CHANNELS) + 1  # + the NIR-present flag
@@ -175,11 +175,7 @@ def save_checkpoint(model, path: Path, config: dict[str, Any], meta: dict[str, A
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     torch.save({"format": "geodelta-siamese-v1", "config": dict(config), "meta": dict(meta), "state_dict": state}, path)
-    return _sha256(path)
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return file_sha256(path)
 
 
 @functools.lru_cache(maxsize=4)
@@ -195,7 +191,7 @@ def load_model(path: str | Path | None = None, device: str = "cpu"):
     model = build_model(ckpt["config"])
     model.load_state_dict(ckpt["state_dict"])
     model.to(device).eval()
-    return model, dict(ckpt.get("meta", {})), _sha256(path)
+    return model, dict(ckpt.get("meta", {})), file_sha256(path)
 
 
 def predict(model, xa: np.ndarray, xb: np.ndarray) -> np.ndarray:

@@ -11,7 +11,6 @@ follows `tile` x `batch`, not the window; only each sub-tile's core is kept.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any, Literal
 import numpy as np
 
 from geodelta.errors import ConfigError
+from geodelta.perception.checksum import file_sha256
 
 # Sub-tile edge and overlap (px) for inference inside one engine window. The U-Net's receptive field
 # reaches ~50 px from a pixel: measured on a WHU window, a 32 px sub-tile halo changed up to 0.18 in
@@ -28,10 +28,6 @@ from geodelta.errors import ConfigError
 SUB_TILE = 1024
 SUB_HALO = 64
 BATCH = 4
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 @functools.lru_cache(maxsize=4)
@@ -56,7 +52,7 @@ def load_session(path: str | Path, threads: int | None = None) -> tuple[Any, dic
     raw = sess.get_modelmeta().custom_metadata_map.get("geodelta")
     if not raw:
         raise ConfigError(f"{path} is an ONNX model without GeoDelta metadata: export it with perception/onnx_export.py")
-    return sess, json.loads(raw), _sha256(path)
+    return sess, json.loads(raw), file_sha256(path)
 
 
 def _starts(n: int, core: int) -> list[int]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import numpy as np
 import rasterio
 
-from geodelta.contracts import ChangeQuery, Quadruple, Region
+from geodelta.contracts import ChangeQuery, Progress, Quadruple, Region
 from geodelta.perception import caption as captioning
 from geodelta.perception import change, cog, describe, engines, render, webmap
 from geodelta.perception.grid import Grid
@@ -24,9 +23,7 @@ from geodelta.perception.io import AlignedPair, ImageSource, open_pair
 from geodelta.perception.tiling import iter_windows
 
 # progress(stage, done, total): the CLI shows it as a rich bar, the agent streams it as events.
-Progress = Callable[[str, int, int], None]
 
-NODATA_U8 = 255  # change.tif: 1 = change, 0 = no change, 255 = nodata (issue 2)
 THUMB_SIZE = 1024  # px, longest side of the overlay / map thumbnails
 # Small components are removed per tile only up to the size the tile halo can see whole
 # (change.halo_for(radius=1, min_pixels=24) <= change.HALO); larger minimum areas are applied

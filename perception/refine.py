@@ -21,7 +21,7 @@ import rasterio
 from scipy import ndimage
 from skimage.segmentation import find_boundaries, slic
 
-from geodelta.contracts import Region
+from geodelta.contracts import NODATA_U8, Region
 from geodelta.errors import ConfigError, InputError, MissingDependencyError
 from geodelta.perception import describe
 from geodelta.perception.device import resolve_device
@@ -29,7 +29,6 @@ from geodelta.perception.io import AlignedPair
 from geodelta.perception.render import write_geotiff
 from geodelta.perception.tiling import iter_windows
 
-NODATA_U8 = 255  # change.tif convention: 1 change, 0 no change, 255 nodata
 HALO = 48  # px read around each tile: a superpixel (or SAM box + guard) near a seam sees its whole neighbourhood
 SAM_MODEL_TYPES = ("vit_b", "vit_l", "vit_h")
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from geodelta.errors import InputError
 from geodelta.perception.bands import S2_BANDS, S2_FILE, date_from_dates_txt, date_from_tags, infer_roles
-from geodelta.perception.io import ImageSource, _sha256
+from geodelta.perception.checksum import file_sha256
+from geodelta.perception.io import ImageSource
 from geodelta.perception.rasters import grid_of, has_valid_pixel, open_raster, probe_blocks
 
 __all__ = ["open_s2_folder"]
@@ -49,5 +50,5 @@ def open_s2_folder(folder: Path) -> ImageSource:
         paths=paths, kind="s2folder", grid=grid, band_names=names,
         band_roles=infer_roles(names, [], dtype, True, "s2folder"), nodata=nodata,
         date=date or date_from_tags(tags, files["B02"].name), dtype=dtype,
-        sha256=[_sha256(p) for p in paths], band_files=[(files[b], 1) for b in names],
+        sha256=[file_sha256(p) for p in paths], band_files=[(files[b], 1) for b in names],
     )

@@ -10,7 +10,7 @@ grid (interval 1's grid): uint8 k = the first interval whose change.tif marks th
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from rasterio.enums import Resampling
 from rasterio.warp import transform_geom
 from rasterio.windows import Window
 
+from geodelta.contracts import Progress
 from geodelta.errors import InputError
 from geodelta.perception import describe, render
 from geodelta.perception.grid import Grid
@@ -29,7 +30,6 @@ from geodelta.perception.io import ImageSource, open_image
 from geodelta.perception.rasters import ReaderCache, grid_of, read_side
 from geodelta.perception.tiling import iter_windows
 
-Progress = Callable[[str, int, int], None]
 NEVER, NODATA_U8 = 0, 255
 MAX_SERIES_REGIONS = 50  # regions listed in summary.json (largest first); the raster holds them all
 

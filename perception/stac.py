@@ -139,7 +139,8 @@ def open_stac_item(path: str | Path):
 
     The grid is the finest asset's grid (e.g. the 10 m bands of Sentinel-2; coarser bands are warped
     onto it on read). Band names are Sentinel-2 names when every picked band has one, else the roles."""
-    from geodelta.perception.io import ImageSource, _sha256
+    from geodelta.perception.checksum import file_sha256
+    from geodelta.perception.io import ImageSource
     from geodelta.perception.rasters import grid_of, has_valid_pixel, open_raster, probe_blocks
 
     item = read_item(path)
@@ -163,5 +164,5 @@ def open_stac_item(path: str | Path):
     return ImageSource(
         paths=paths, kind="stac", grid=grid, band_names=names,
         band_roles={b.role: i for i, b in enumerate(item.bands)}, nodata=nodata, date=item.date, dtype=dtype,
-        sha256=[_sha256(q) for q in paths], band_files=[(b.file, b.index) for b in item.bands],
+        sha256=[file_sha256(q) for q in paths], band_files=[(b.file, b.index) for b in item.bands],
     )

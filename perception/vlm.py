@@ -28,6 +28,7 @@ from typing import Any
 from geodelta.contracts import VOCABULARY, ChangeQuery, Quadruple
 from geodelta.errors import ConfigError, InputError, MissingDependencyError, ModelError
 from geodelta.perception.caption import caption, format_area
+from geodelta.perception.checksum import file_sha256
 from geodelta.perception.device import resolve_device
 
 DEFAULT_MAX_NEW_TOKENS = 512  # a plan step is one tool call (< 200 tokens); captions < 150 tokens
@@ -49,11 +50,6 @@ def load_prompt(name: str, **values: Any) -> str:
     return string.Template(text).safe_substitute({k: str(v) for k, v in values.items()}).strip()
 
 
-def prompt_sha256(name: str) -> str:
-    """sha256 of the raw prompt file, for the audit trail."""
-    return hashlib.sha256(resources.files("geodelta.prompts").joinpath(f"{name}.md").read_bytes()).hexdigest()
-
-
 # --- model folder ------------------------------------------------------------------------------
 
 
@@ -71,14 +67,6 @@ def check_model_folder(path: str | Path | None) -> Path:
     return folder.resolve()
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):  # 4 MiB reads
-            h.update(chunk)
-    return h.hexdigest()
-
-
 _HASH_CACHE: dict[tuple, tuple[str, str]] = {}
 
 
@@ -94,7 +82,7 @@ def folder_hashes(path: str | Path) -> tuple[str, str]:
     key = (str(folder), tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files))
     if key not in _HASH_CACHE:
         def digest(suffixes: tuple[str, ...]) -> str:
-            lines = [f"{p.name} {_sha256_file(p)}\n" for p in files if p.name.endswith(suffixes)]
+            lines = [f"{p.name} {file_sha256(p)}\n" for p in files if p.name.endswith(suffixes)]
             return hashlib.sha256("".join(lines).encode()).hexdigest()
 
         _HASH_CACHE[key] = (digest(_CONFIG_SUFFIXES), digest(_WEIGHT_SUFFIXES))
