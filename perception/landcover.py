@@ -6,9 +6,8 @@ Two rule sets, picked from the band roles (`rule_set`):
   split when the index histogram is clearly bimodal (`fit`); texture separates cropland from other
   low vegetation and bare ground from built-up, with lower confidence caps.
 - rgb (red, green, blue only): colour and texture rules, confidence capped at RGB_MAX_CONFIDENCE.
-Arrays are (B, h, w) float32 raw DNs / reflectance, band order given by `roles` (role -> band
-index). Class codes are indices into CLASSES; 255 marks nodata. Works on any window size; pass the
-`params` of one `fit` on a whole-scene sample so all tiles of a scene share thresholds.
+Arrays are (B, h, w) float32 raw DNs / reflectance in `roles` band order; codes index CLASSES, 255 is nodata. Any window
+size works; pass one `fit`'s `params` (whole-scene sample) so all tiles of a scene share thresholds.
 """
 
 from __future__ import annotations
@@ -20,10 +19,10 @@ import numpy as np
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
-from geodelta.contracts import NODATA_U8
+from geodelta.contracts import NODATA_U8, VOCABULARY
 from geodelta.errors import InputError
 
-CLASSES: tuple[str, ...] = ("water", "tree", "low_vegetation", "cropland", "bare_ground", "built_up", "other")
+CLASSES: tuple[str, ...] = VOCABULARY  # the one vocabulary (contracts); a class code is its index
 CODE = {name: i for i, name in enumerate(CLASSES)}
 NODATA = NODATA_U8  # class-map nodata
 
