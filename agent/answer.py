@@ -50,7 +50,7 @@ def tool_errors(messages: list[AnyMessage]) -> list[str]:
 
 def error_exit_code(messages: list[AnyMessage]) -> int:
     """Exit status for a question the tools could not answer: the refusing error's code (2, bad input, by default)."""
-    codes = [(m.artifact or {}).get("exit_code", 2) if isinstance(m.artifact, dict) else 2
+    codes = [m.artifact.get("exit_code", 2) if isinstance(m.artifact, dict) else 2
              for m in messages if isinstance(m, ToolMessage) and m.status == "error"]
     return max(codes, default=2)
 
