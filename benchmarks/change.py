@@ -58,6 +58,19 @@ def pairs_for(data: Path, domains: list[str], max_pairs: int = 0) -> list:
     return out
 
 
+def method_options(spec: str) -> tuple[str, dict]:
+    """(masker name, masker options) of a --methods entry: `learned@MODEL` is the learned masker with another
+    ONNX file, MODEL a path or a name in geodelta/data/weights (e.g. learned@effnet_siamese_v1);
+    `learned@MODEL:TYPE` scores one change-type head of it (e.g. learned@effnet_siamese_v1:building)."""
+    if not spec.startswith("learned@"):
+        return spec, {}
+    from geodelta.perception import learned
+
+    model, _, kind = spec.split("@", 1)[1].partition(":")
+    path = Path(model) if Path(model).suffix in (".onnx", ".pt") else learned.default_weights().parent / f"{model}.onnx"
+    return "learned", {"weights": str(path)} | ({"change_type": kind} if kind else {})
+
+
 def run_method(method: str, data: Path, domains: list[str], tmp: Path, refine: str | None = None,
                pairs: list | None = None) -> tuple[dict, dict, dict, dict]:
     """Per (domain, pair name): pixel confusion, object counts and the masker `auto` chose; (pixels, seconds)
@@ -72,8 +85,9 @@ def run_method(method: str, data: Path, domains: list[str], tmp: Path, refine: s
         pair = open_pair(lp.before, lp.after, bands=lp.bands)
         out = tmp / method / lp.domain / lp.name.replace("/", "_")
         t0 = time.perf_counter()
+        name, opts = method_options(method)
         try:
-            det = detect_stage(pair, out, method=method, min_area_m2=0.0, min_area_px=0)
+            det = detect_stage(pair, out, method=name, min_area_m2=0.0, min_area_px=0, masker_opts=opts)
         except GeoDeltaError as e:  # e.g. the learned model on bands without red (OMBRIA): not applicable, shown as "-"
             print(f"{method} skips {lp.domain}/{lp.name}: {e}"[:200])
             continue
@@ -149,8 +163,9 @@ def held_out_tables(results, objs, chosen, methods, domains, held_out):
     return table, auto_tab, {m: {d: v for d, v in obj[m].items()} for m in methods}
 
 
-def learned_inference_speed(data: Path, repeats: int = 3) -> float | None:
-    """Megapixels per second of the shipped ONNX change model alone on a real 1024 x 1024 px window (WHU)."""
+def learned_inference_speed(data: Path, repeats: int = 3, weights: str | None = None) -> float | None:
+    """Megapixels per second of an ONNX change model alone (default: the shipped one) on a real 1024 x 1024 px
+    window (WHU), through onnx_infer.predict with its default threads, sub-tile and batch."""
     from rasterio.windows import Window
 
     from geodelta.perception import learned, onnx_infer
@@ -165,7 +180,7 @@ def learned_inference_speed(data: Path, repeats: int = 3) -> float | None:
     ca, sa = learned.channel_stats(a[idx][:, valid])
     cb, sb = learned.channel_stats(b[idx][:, valid])
     xa, xb = learned.prepare(a, idx, has_nir, ca, sa, valid), learned.prepare(b, idx, has_nir, cb, sb, valid)
-    sess, _, _ = onnx_infer.load_session(str(learned.default_weights()))
+    sess, _, _ = onnx_infer.load_session(str(weights or learned.default_weights()))
     onnx_infer.predict(sess, xa[:, :256, :256], xb[:, :256, :256])  # warm-up
     t0 = time.perf_counter()
     for _ in range(repeats):
@@ -277,6 +292,13 @@ def main(argv: list[str] | None = None) -> dict:
             console.print(f"learned model inference (onnxruntime, 1024 x 1024 px WHU window, {os.cpu_count()} CPU cores): "
                           f"{mps:.2f} Mpx/s (goal >= 2)")
             summary["learned_inference_mpx_s"] = mps
+    for m in base:
+        if m.startswith("learned@"):
+            mps = learned_inference_speed(data, weights=method_options(m)[1]["weights"])
+            if mps is not None:
+                console.print(f"{m} inference (onnxruntime, 1024 x 1024 px WHU window, {os.cpu_count()} CPU cores): "
+                              f"{mps:.2f} Mpx/s (goal >= 2)")
+                summary.setdefault("inference_mpx_s", {})[m] = mps
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     console.print(f"peak RSS of this benchmark process: {peak_mb:.0f} MB (see `geodelta bench scale` for the 20,000 x 20,000 px memory bound)")
     summary["peak_rss_mb"] = peak_mb

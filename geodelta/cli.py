@@ -272,8 +272,10 @@ _register_memory_commands()
 def train(ctx: typer.Context) -> None:
     """Train GeoDelta's Siamese change model on the labelled data in GEODELTA_DATA (needs the \\[train] extra).
 
-    Options: --data --out --max-minutes --epochs --steps-per-epoch --batch-size --crop --lr --patience
-    --scale-range --seed --threads --compare --quiet (see `python -m geodelta.perception.train --help`).
+    Options: --arch siamese_v3|effnet_siamese (default siamese_v3; effnet_siamese is the pretrained
+    EfficientNet-Lite0 network and takes --resume) --data --out --max-minutes --epochs --steps-per-epoch
+    --batch-size --crop --lr --patience --scale-range --seed --threads --compare --quiet (see
+    `python -m geodelta.perception.train --help` and `python -m geodelta.perception.train_effnet --help`).
     """
     from geodelta.perception.train import main as train_main
 

@@ -159,7 +159,13 @@ def _net_class():
 
 
 def build_model(config: dict[str, Any] | None = None):
-    """A freshly initialised SiameseUNet from a config dict (keys of DEFAULT_CONFIG)."""
+    """A freshly initialised network from a config dict: the SiameseUNet (keys of DEFAULT_CONFIG), or the
+    architecture named by its `arch` key (`effnet_siamese`: perception/siamese_effnet.py, built without
+    fetching its ImageNet weights, since a checkpoint's state_dict replaces them)."""
+    if (config or {}).get("arch") == "effnet_siamese":
+        from geodelta.perception import siamese_effnet
+
+        return siamese_effnet.build_model(config, pretrained=False)
     cfg = DEFAULT_CONFIG | (config or {})
     return _net_class()(in_ch=int(cfg["in_ch"]), widths=list(cfg["widths"]))
 
@@ -194,8 +200,9 @@ def load_model(path: str | Path | None = None, device: str = "cpu"):
     return model, dict(ckpt.get("meta", {})), file_sha256(path)
 
 
-def predict(model, xa: np.ndarray, xb: np.ndarray) -> np.ndarray:
-    """Change probability float32 (h, w) from prepared inputs (IN_CH, h, w); pads to a multiple of 8."""
+def predict(model, xa: np.ndarray, xb: np.ndarray, head: int | None = None) -> np.ndarray:
+    """Change probability float32 (h, w) from prepared inputs (IN_CH, h, w); pads to a multiple of 8.
+    `head`: that change type's probability of a change-type model instead of any change."""
     torch = require_torch()
     h, w = xa.shape[1:]
     ph, pw = -h % MULTIPLE, -w % MULTIPLE
@@ -205,7 +212,8 @@ def predict(model, xa: np.ndarray, xb: np.ndarray) -> np.ndarray:
     ta = torch.from_numpy(np.pad(xa, pad, mode=mode)[None]).to(device)
     tb = torch.from_numpy(np.pad(xb, pad, mode=mode)[None]).to(device)
     with torch.inference_mode():
-        prob = torch.sigmoid(model(ta, tb))[0, 0, :h, :w]
+        logits = model(ta, tb) if head is None else model.heads(ta, tb)[:, int(head):int(head) + 1]
+        prob = torch.sigmoid(logits)[0, 0, :h, :w]
     return prob.float().cpu().numpy()
 
 
@@ -233,10 +241,12 @@ class LearnedMasker:
 
     name = "learned"
 
-    def __init__(self, roles: dict[str, int] | None = None, weights: str | Path | None = None, device: str | None = None):
+    def __init__(self, roles: dict[str, int] | None = None, weights: str | Path | None = None, device: str | None = None,
+                 change_type: str | None = None):
         self.roles = dict(roles) if roles else None
         self.weights = str(weights) if weights else None
         self.device = device
+        self.change_type = None if change_type in (None, "any") else str(change_type)
 
     def _backend(self) -> tuple[str, str | None, str]:
         """("onnx" | "torch", weights path, device) for this masker's options."""
@@ -261,7 +271,17 @@ class LearnedMasker:
         from geodelta.perception import onnx_infer
 
         sess, info, sha = onnx_infer.load_session(path)
-        return kind, sess, dict(info.get("meta", {})), sha
+        return kind, sess, dict(info.get("meta", {})) | {"heads": info.get("heads")}, sha
+
+    def _head(self, model, meta: dict) -> int | None:
+        """Index of the requested change type among the model's heads (None: any change, the `prob` output)."""
+        if self.change_type is None:
+            return None
+        heads = meta.get("heads") or list(getattr(model, "head_names", []) or [])
+        if self.change_type not in heads:
+            raise ConfigError(f"change type {self.change_type!r} is not one of this model's heads {heads or '(none)'}: "
+                              "use change_type='any' or a change-type model (effnet_siamese)")
+        return heads.index(self.change_type)
 
     def fit(self, a: np.ndarray, b: np.ndarray) -> dict:
         a = np.asarray(a, np.float32)
@@ -269,12 +289,13 @@ class LearnedMasker:
         if a.ndim != 2 or a.shape != b.shape:
             raise InputError(f"the two dates' samples must be (bands, pixels) arrays of one shape; got {a.shape} and {b.shape}")
         idx, has_nir = channel_indices(a.shape[0], self.roles)
-        kind, _, meta, sha = self._model()
+        kind, model, meta, sha = self._model()
+        head = self._head(model, meta)
         finite = np.isfinite(a).all(0) & np.isfinite(b).all(0)
         ca, sa = channel_stats(a[idx][:, finite])
         cb, sb = channel_stats(b[idx][:, finite])
         return {"method": self.name, "weights_sha256": sha, "model": meta.get("name", "siamese"), "runtime": kind,
-                "threshold": 0.5, "channels": idx, "channel_roles": list(CHANNELS[: len(idx)]), "has_nir": has_nir,
+                "threshold": 0.5, "change_type": self.change_type or "any", "head": head, "channels": idx, "channel_roles": list(CHANNELS[: len(idx)]), "has_nir": has_nir,
                 "centre_a": ca, "scale_a": sa, "centre_b": cb, "scale_b": sb}
 
     def score(self, a: np.ndarray, b: np.ndarray, valid: np.ndarray, params: dict) -> np.ndarray:
@@ -289,10 +310,11 @@ class LearnedMasker:
         idx, has_nir = list(params["channels"]), bool(params["has_nir"])
         xa = prepare(a, idx, has_nir, params["centre_a"], params["scale_a"], valid)
         xb = prepare(b, idx, has_nir, params["centre_b"], params["scale_b"], valid)
+        head = params.get("head")
         if kind == "torch":
-            prob = predict(model, xa, xb)
+            prob = predict(model, xa, xb, head=head)
         else:
             from geodelta.perception import onnx_infer
 
-            prob = onnx_infer.predict(model, xa, xb, multiple=MULTIPLE)
+            prob = onnx_infer.predict(model, xa, xb, multiple=MULTIPLE, head=head)
         return np.where(valid, prob, np.float32(0.0)).astype(np.float32)

@@ -4,7 +4,8 @@
         --out geodelta/data/weights/siamese_v3.onnx
 
 The graph takes `a`, `b` float32 (N, C, H, W) with dynamic N, H, W (multiples of 8) and returns `prob`,
-the sigmoid of the network's logits. The checkpoint's config and meta and its sha256 go into the ONNX
+the sigmoid of the network's logits (for a change-type network, perception/siamese_effnet.py, also
+`heads` (N, K, H, W), one probability per change type, `prob` being their maximum). The checkpoint's config and meta and its sha256 go into the ONNX
 metadata entry `geodelta`. Needs the [train] extra (torch) and the `onnx` package for the exporter;
 `verify` compares onnxruntime with torch on given inputs.
 """
@@ -40,18 +41,31 @@ def export_onnx(weights: str | Path, out: str | Path) -> dict[str, Any]:
         def forward(self, a, b):
             return torch.sigmoid(self.net(a, b))
 
-    wrapped = WithSigmoid(model).eval()
+    class WithHeads(Module):  # a change-type network: `prob` (any change, the max) and `heads` (one per type)
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, a, b):
+            heads = torch.sigmoid(self.net.heads(a, b))
+            return heads.amax(1, keepdim=True), heads
+
     ckpt = torch.load(weights, map_location="cpu", weights_only=True)
+    typed = hasattr(model, "heads")
+    wrapped = (WithHeads(model) if typed else WithSigmoid(model)).eval()
+    outputs = ["prob", "heads"] if typed else ["prob"]
     in_ch = int(ckpt["config"].get("in_ch", learned.IN_CH))
     dummy = (torch.zeros(1, in_ch, 64, 64), torch.zeros(1, in_ch, 64, 64))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     dyn = {0: "n", 2: "h", 3: "w"}
     # dynamo=False: the TorchScript exporter, which needs no onnxscript and handles this plain CNN.
-    torch.onnx.export(wrapped, dummy, str(out), input_names=["a", "b"], output_names=["prob"], opset_version=OPSET,
-                      dynamic_axes={"a": dyn, "b": dyn, "prob": dyn}, do_constant_folding=True, dynamo=False)
+    torch.onnx.export(wrapped, dummy, str(out), input_names=["a", "b"], output_names=outputs, opset_version=OPSET,
+                      dynamic_axes={"a": dyn, "b": dyn} | {o: dyn for o in outputs}, do_constant_folding=True, dynamo=False)
     info = {"format": "geodelta-change-onnx-v1", "config": dict(ckpt["config"]), "meta": meta,
             "source_checkpoint": Path(weights).name, "source_sha256": sha, "multiple": learned.MULTIPLE}
+    if typed:
+        info["heads"] = list(model.head_names)
     m = onnx.load(str(out))
     del m.metadata_props[:]
     entry = m.metadata_props.add()

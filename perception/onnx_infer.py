@@ -60,8 +60,9 @@ def _starts(n: int, core: int) -> list[int]:
 
 
 def predict(sess: Any, xa: np.ndarray, xb: np.ndarray, *, multiple: int = 8, tile: int = SUB_TILE,
-            halo: int = SUB_HALO, batch: int = BATCH) -> np.ndarray:
-    """Change probability float32 (h, w) from prepared inputs xa, xb (C, h, w).
+            halo: int = SUB_HALO, batch: int = BATCH, head: int | None = None) -> np.ndarray:
+    """Change probability float32 (h, w) from prepared inputs xa, xb (C, h, w): `prob`, or channel `head` of the
+    `heads` output of a change-type model (one probability per change type).
 
     Windows up to `tile` + 2 `halo` px run whole (padded to a multiple of `multiple`, reflect); larger
     ones are cut into `tile` px cores read with `halo` px of context and run `batch` sub-tiles per call.
@@ -88,9 +89,10 @@ def predict(sess: Any, xa: np.ndarray, xb: np.ndarray, *, multiple: int = 8, til
             chunk = items[i: i + max(int(batch), 1)]
             ba = np.stack([_pad(xa[:, b[0]:b[2], b[1]:b[3]], ph, pw) for b in chunk])
             bb = np.stack([_pad(xb[:, b[0]:b[2], b[1]:b[3]], ph, pw) for b in chunk])
-            prob = sess.run(["prob"], {"a": ba, "b": bb})[0]
+            prob = sess.run(["prob" if head is None else "heads"], {"a": ba, "b": bb})[0]
+            ch = 0 if head is None else int(head)
             for k, (r0, c0, _, _, r, c, cr1, cc1) in enumerate(chunk):
-                out[r:cr1, c:cc1] = prob[k, 0, r - r0: cr1 - r0, c - c0: cc1 - c0]
+                out[r:cr1, c:cc1] = prob[k, ch, r - r0: cr1 - r0, c - c0: cc1 - c0]
     return out
 
 

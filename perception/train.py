@@ -323,10 +323,25 @@ def _scale_range(text: str) -> tuple[float, float]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """`geodelta train` / `python -m geodelta.perception.train`."""
+    """`geodelta train` / `python -m geodelta.perception.train`; `--arch effnet_siamese` trains the pretrained
+    Siamese EfficientNet-Lite0 instead (perception/train_effnet.py, its own options incl. `--resume`)."""
     from geodelta.settings import Settings
 
-    ap = argparse.ArgumentParser(prog="geodelta train", description=__doc__.splitlines()[0])
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--arch", default="siamese_v3")
+    known, rest = pre.parse_known_args(argv)
+    if known.arch == "effnet_siamese":
+        from geodelta.perception import train_effnet
+
+        return train_effnet.main(rest)
+    if known.arch != "siamese_v3":
+        from geodelta.errors import InputError
+
+        raise InputError(f"--arch must be siamese_v3 (the default) or effnet_siamese, got {known.arch!r}")
+    argv = rest
+
+    ap = argparse.ArgumentParser(prog="geodelta train", description=__doc__.splitlines()[0],
+                                 epilog="--arch siamese_v3|effnet_siamese selects the network (default siamese_v3)")
     ap.add_argument("--data", type=Path, default=None, help="labelled data folder (default: GEODELTA_DATA)")
     ap.add_argument("--out", type=Path, default=Path("siamese_v3.pt"), help="checkpoint to write")
     ap.add_argument("--max-minutes", type=float, default=55.0, help="wall-clock budget incl. data loading")

