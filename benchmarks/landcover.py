@@ -7,6 +7,8 @@
     region_transitions and check the arable -> urban transitions of corine_ch/SOURCE.md.
 (c) Taizhou demo (Landsat 7): share of reference-change pixels that go from cropland /
     low_vegetation to built_up / bare_ground.
+(d) RGB land cover (no NIR): the learned chip classifier against the colour rules on held-out AID
+    chips and on tiles cut from them (accuracy, per-class recall, ECE).
 Run: `python benchmarks/landcover.py [--data DIR]` (or `geodelta bench landcover`).
 """
 
@@ -196,6 +198,54 @@ def _class_table(title: str, rows: list[tuple[str, dict[str, float]]]) -> Table:
     return t
 
 
+def rgb_chips(aid: Path, model: str | None = None) -> dict[str, dict]:
+    """(d) RGB land cover on AID chips the classifier never trained on (position 3k+2 of each class,
+    perception/learned/train_landcover.py) and on the four 75 px quadrant tiles cut from each 150 px chip
+    (a tile of a larger scene, labelled with its chip's class): the learned classifier (the shipped ONNX
+    file, what `landcover_stage` uses for RGB regions) against the colour rules (majority class of the
+    tile's pixels). Accuracy, per-class recall, and expected calibration error of the classifier."""
+    from PIL import Image
+
+    from geodelta.perception.landcover import rgb
+    from geodelta.perception.learned.train_landcover import AID_TO_CLASS, ece
+
+    chips, y = [], []
+    for cls_dir in sorted(p for p in aid.iterdir() if p.is_dir() and p.name in AID_TO_CLASS):
+        files = sorted(cls_dir.glob("*.jpg"), key=lambda p: int(p.stem.rsplit("_", 1)[-1]))
+        for f in files[2::3]:
+            chips.append(np.asarray(Image.open(f).convert("RGB")))
+            y.append(CODE[AID_TO_CLASS[cls_dir.name]])
+    tiles, ty = [], []
+    for c, label in zip(chips, y):
+        h, w = c.shape[0] // 2, c.shape[1] // 2
+        tiles += [c[:h, :w], c[:h, w:], c[h:, :w], c[h:, w:]]
+        ty += [label] * 4
+    out = {}
+    for name, imgs, truth in (("held-out AID chips (150 px)", chips, np.asarray(y)), ("quadrant tiles (75 px)", tiles, np.asarray(ty))):
+        probs = rgb.classify_chips(imgs, model)
+        rules = []
+        for im in imgs:
+            cls, _ = classify(np.moveaxis(im, -1, 0).astype(np.float32), {"red": 0, "green": 1, "blue": 2})
+            rules.append(np.bincount(cls[cls != NODATA].ravel(), minlength=len(CLASSES)).argmax())
+        for method, pred in (("learned (landcover_rgb)", probs.argmax(1)), ("colour rules", np.asarray(rules))):
+            out[f"{name}|{method}"] = {
+                "n": len(truth), "accuracy": float((pred == truth).mean()),
+                "recall": {CLASSES[c]: float((pred[truth == c] == c).mean()) for c in np.unique(truth)},
+                "ece": ece(probs, truth) if method.startswith("learned") else None}
+    return out
+
+
+def _rgb_table(res: dict[str, dict]) -> Table:
+    t = Table(title="(d) RGB land cover, AID chips never trained on: learned classifier vs colour rules")
+    for col in ("set", "method", "n", "accuracy", *CLASSES, "ECE"):
+        t.add_column(col, justify="left" if col in ("set", "method") else "right")
+    for key, r in res.items():
+        name, method = key.split("|")
+        t.add_row(name, method, str(r["n"]), f"{r['accuracy']:.3f}", *(f"{r['recall'].get(c, float('nan')):.2f}" for c in CLASSES),
+                  f"{r['ece']:.3f}" if r["ece"] is not None else "-")
+    return t
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=None, help="real-data folder (default: GEODELTA_DATA)")
@@ -243,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     con.print(_class_table("Taizhou classes (%)", [
         ("before | change", d["before_change"]), ("after | change", d["after_change"]),
         ("before | all", d["before_all"]), ("after | all", d["after_all"])]))
+    if (data / "aid").is_dir():
+        con.print(_rgb_table(rgb_chips(data / "aid")))
     if args.ablation:
         con.print(ablation(data, args.cities))
     con.print(f"[dim]total {time.perf_counter() - t0:.1f} s[/dim]")

@@ -23,7 +23,7 @@ BATCH = 16
 
 
 def default_model() -> Path:
-    return Path(str(resources.files("geodelta.data") / "weights" / "landcover_rgb_v1.onnx"))
+    return Path(str(resources.files("geodelta.data") / "weights" / "landcover_rgb_v2.onnx"))
 
 
 def available() -> bool:
@@ -105,4 +105,4 @@ def region_classes(pair, regions: list, roles: dict[str, int], progress=None) ->
         out.append(r.model_copy(update={"from_class": f, "to_class": t, "how": transitions.how_of(f, t), "class_confidence": conf}))
         counts[f"{f}->{t}"] = counts.get(f"{f}->{t}", 0) + 1
     return out, {"rule_set": "rgb-learned", "classes_known": bool(out), "caveat": CAVEAT, "roles": roles,
-                 "model": "landcover_rgb_v1", "transitions": dict(sorted(counts.items(), key=lambda kv: -kv[1]))}
+                 "model": "landcover_rgb_v2", "transitions": dict(sorted(counts.items(), key=lambda kv: -kv[1]))}
