@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -41,6 +41,7 @@ class Rule:
     applies: Callable[[Facts], bool]
     method: str
     evidence: str  # the measured held-out F1 the choice rests on
+    options: dict[str, Any] = field(default_factory=dict)  # masker options, e.g. the learned model's weights file
 
 
 # In order; the first rule that applies wins. Figures: held-out pixel F1 (MODEL_CARD.md validation table;
@@ -66,13 +67,20 @@ FALLBACK = Rule("bands without known roles", lambda f: True, "irmad",
                 "irmad needs no band roles (training-free, any sensor); the learned model and water need roles")
 
 
-def choose(roles: dict[str, int] | None, pixel_m: float | None) -> tuple[str, str]:
-    """(method name, reason) for an input with these band roles and pixel size."""
+def choose_rule(roles: dict[str, int] | None, pixel_m: float | None) -> tuple[Rule, str]:
+    """(the rule that applies, reason) for an input with these band roles and pixel size."""
     facts = Facts(dict(roles or {}), pixel_m)
     rule = next((r for r in RULES if r.applies(facts)), FALLBACK)
     size = f"{pixel_m:.2g} m pixels" if pixel_m else "no georeference"
     bands = ", ".join(sorted(facts.roles, key=lambda r: facts.roles[r])) or "no band roles"
-    return rule.method, f"{rule.method}: input looks like {rule.domain} ({bands}; {size}); held-out F1 {rule.evidence}"
+    label = rule.method + (f" ({rule.options['model']})" if "model" in rule.options else "")
+    return rule, f"{label}: input looks like {rule.domain} ({bands}; {size}); held-out F1 {rule.evidence}"
+
+
+def choose(roles: dict[str, int] | None, pixel_m: float | None) -> tuple[str, str]:
+    """(method name, reason) for an input with these band roles and pixel size."""
+    rule, reason = choose_rule(roles, pixel_m)
+    return rule.method, reason
 
 
 @register_masker
@@ -85,9 +93,17 @@ class AutoMasker:
 
     def __init__(self, roles: dict[str, int] | None = None, scene: dict[str, Any] | None = None, **learned_opts: Any):
         self.roles = dict(roles or {})
-        self.chosen, self.reason = choose(self.roles, (scene or {}).get("pixel_m"))
+        rule, self.reason = choose_rule(self.roles, (scene or {}).get("pixel_m"))
+        self.chosen = rule.method
         params = inspect.signature(masker_class(self.chosen)).parameters
-        opts = {k: v for k, v in learned_opts.items() if k in params}
+        rule_opts = {k: v for k, v in rule.options.items() if k != "model"}
+        if learned_opts.get("weights"):  # the user's model replaces the rule's (and its change-type heads)
+            rule_opts.pop("change_type", None)
+        elif "model" in rule.options and "weights" in params:
+            from geodelta.perception.learned.siamese import default_weights
+
+            rule_opts["weights"] = str(default_weights().parent / f"{rule.options['model']}.onnx")
+        opts = rule_opts | {k: v for k, v in learned_opts.items() if k in params and v is not None}
         if "roles" in params:
             opts["roles"] = self.roles
         self.inner = get_masker(self.chosen, **opts)
