@@ -181,6 +181,24 @@ def _save(model, out_path, cfg, meta) -> str:
     return learned.save_checkpoint(model, Path(out_path), cfg, meta)
 
 
+def evaluate(checkpoint: str | Path, data_dir: str | Path, unseen: tuple[str, ...] = ("beijing", "nanjing"),
+             val_split: dict[str, set[str]] | None = None) -> dict[str, dict[str, float]]:
+    """Per-domain F1 of a checkpoint on the held-out scenes (VAL_SPLIT) and on every pair of the `unseen` domains,
+    any change (`prob`) and its domain's own head: {domain: {"any": f1, "own_head": f1, "pairs": n}}."""
+    from geodelta.perception.evaluation.datasets import labelled_pairs
+
+    model, _, _ = learned.load_model(checkpoint, "cpu")
+    _, val_lp = base.split_pairs(Path(data_dir), base.VAL_SPLIT if val_split is None else val_split)
+    val_lp = [lp for lp in val_lp if lp.domain not in unseen]  # an unseen domain is scored on all its pairs
+    val_lp += [lp for lp in labelled_pairs(Path(data_dir), unseen) if lp.label.exists()]
+    scenes = [base.load_scene(lp) for lp in val_lp]
+    any_change, own = validate(model, scenes)
+    count: dict[str, int] = {}
+    for s in scenes:
+        count[s.domain] = count.get(s.domain, 0) + 1
+    return {d: {"any": round(v["f1"], 4), "own_head": round(own[d], 4), "pairs": count[d]} for d, v in any_change.items()}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """`python -m geodelta.perception.learned.train_effnet` (the same as `geodelta train --arch effnet_siamese`)."""
     import argparse
@@ -202,10 +220,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-train-pairs", type=int, default=None)
+    ap.add_argument("--domains", default=None, help="comma-separated training domains (default: all of TRAIN_DOMAINS), "
+                    "e.g. levir,sztaki,oscd to leave WHU out")
+    ap.add_argument("--evaluate", action="store_true", help="only score --out on the held-out and unseen scenes")
+    ap.add_argument("--unseen", default="beijing,nanjing", help="with --evaluate: domains scored on all their pairs "
+                    "(never trained on; add the one a leave-one-domain-out run left out)")
     ap.add_argument("--resume", action="store_true", help="continue from <out>.resume.pt when it exists")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
-    result = train(args.data or Settings().data, args.out, max_minutes=args.max_minutes, epochs=args.epochs, seed=args.seed,
+    if args.evaluate:
+        scores = evaluate(args.out, args.data or Settings().data, tuple(d for d in args.unseen.split(",") if d))
+        sys.stdout.write(json.dumps(scores, indent=1) + "\n")
+        return scores
+    domains = tuple(d for d in args.domains.split(",") if d) if args.domains else None
+    result = train(args.data or Settings().data, args.out, domains=domains, max_minutes=args.max_minutes, epochs=args.epochs, seed=args.seed,
                    steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, crop=args.crop, lr=args.lr,
                    patience=args.patience, threads=args.threads, max_train_pairs=args.max_train_pairs,
                    resume=args.resume, quiet=args.quiet)
