@@ -117,7 +117,24 @@ def test_onnx_export_agrees_with_torch_on_real_crops(data_dir: Path, tmp_path: P
         xa, xb = _prepared(before, after, h, w)
         assert verify(ckpt, onnx_path, xa, xb) < 1e-4
     _, info, _ = onnx_infer.load_session(str(onnx_path))
-    assert info["config"]["arch"] == "effnet_siamese"
+    assert info["config"]["arch"] == "effnet_siamese" and info["heads"] == list(siamese_effnet.HEADS)
+
+    # the masker: any change is the maximum of the change-type heads; an unknown type is one clear error
+    with open_pair(lv / "A" / "test_2_0000_0000.png", lv / "B" / "test_2_0000_0000.png") as pair:
+        a, b, valid = pair.read(Window(0, 0, 128, 128))
+        roles = pair_roles(pair)
+    flat = lambda x: x.reshape(x.shape[0], -1)  # noqa: E731
+    probs = {}
+    for kind in ("any", *siamese_effnet.HEADS):
+        m = learned.LearnedMasker(roles=roles, weights=onnx_path, change_type=kind)
+        params = m.fit(flat(a), flat(b))
+        assert params["change_type"] == kind
+        probs[kind] = m.score(a, b, valid, params)
+    assert np.allclose(probs["any"], np.max([probs[k] for k in siamese_effnet.HEADS], 0), atol=1e-6)
+    from geodelta.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="change type"):
+        learned.LearnedMasker(roles=roles, weights=onnx_path, change_type="forest").fit(flat(a), flat(b))
 
 
 def test_geodelta_train_takes_the_arch_option(tmp_path: Path):
