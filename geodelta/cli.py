@@ -74,7 +74,7 @@ def demo_scene() -> tuple[Path, Path]:
 def detect(
     images: Annotated[list[Path], typer.Argument(help="BEFORE AFTER (or more dates, oldest first): GeoTIFF, PNG/JPEG/BMP, ENVI, or a Sentinel-2 band folder.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("geodelta-out"),
-    method: Annotated[str, typer.Option(help="Change masker: auto (default: the best measured for the input's kind), irmad, cva, learned, water.")] = "auto",
+    method: Annotated[str, typer.Option(help="Change masker: auto (default: the best measured for the input's kind), irmad, cva, learned, water, buildings (building change only, pretrained model).")] = "auto",
     bands: Annotated[Optional[str], typer.Option(help="Band roles in file order for files without band names, e.g. swir1,nir,green.")] = None,
     aoi: Annotated[Optional[str], typer.Option(help="west,south,east,north in lon/lat degrees.")] = None,
     min_area_m2: Annotated[float, typer.Option("--min-area-m2", min=0.0, help="Drop regions smaller than this (m², >= 0).")] = 0.0,

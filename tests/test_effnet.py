@@ -144,3 +144,23 @@ def test_geodelta_train_takes_the_arch_option(tmp_path: Path):
     assert ok.returncode == 0 and "--resume" in ok.stdout
     bad = subprocess.run([str(exe), "train", "--arch", "resnet"], capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "Traceback" not in bad.stderr and "--arch must be" in (bad.stderr + bad.stdout)
+
+
+SHIPPED = learned.default_weights().parent / "effnet_siamese_v1.onnx"
+
+
+@pytest.mark.skipif(not SHIPPED.is_file(), reason="effnet_siamese_v1 is not in the package")
+def test_shipped_effnet_onnx_agrees_with_its_checkpoint_on_real_crops(data_dir: Path):
+    from geodelta.perception.learned import onnx_infer
+    from geodelta.perception.learned.onnx_export import verify
+
+    ckpt = SHIPPED.with_suffix(".pt")
+    _, info, _ = onnx_infer.load_session(str(SHIPPED))
+    assert info["source_checkpoint"] == ckpt.name and info["heads"] == list(siamese_effnet.HEADS)
+    assert len(info["meta"]["train_pairs"]) > 0 and not set(info["meta"]["train_pairs"]) & set(info["meta"]["val_pairs"])
+    lv, whu, oscd = data_dir / "levir_crops", data_dir / "whu_tiles", data_dir / "oscd" / "rennes"
+    for before, after, h, w in [(lv / "A" / "test_2_0000_0000.png", lv / "B" / "test_2_0000_0000.png", 256, 256),
+                                (whu / "A" / "000213.png", whu / "B" / "000213.png", 300, 420),
+                                (oscd / "imgs_1", oscd / "imgs_2", 339, 400)]:
+        xa, xb = _prepared(before, after, h, w)
+        assert verify(ckpt, SHIPPED, xa, xb) < 1e-4

@@ -81,7 +81,8 @@ def test_an_onnx_file_that_is_not_a_model_is_a_clear_error(tmp_path: Path):
         masker.fit(np.ones((3, 10), np.float32), np.ones((3, 10), np.float32))
 
 
-def test_detect_learned_runs_without_importing_torch(data_dir: Path, tmp_path: Path):
+@pytest.mark.parametrize("method", ["learned", "buildings"])
+def test_detect_learned_runs_without_importing_torch(data_dir: Path, tmp_path: Path, method: str):
     # The base install has no torch; here a subprocess blocks `import torch` and runs the detect path.
     lv = data_dir / "levir_crops"
     code = f"""
@@ -92,10 +93,13 @@ class Block:
             raise ImportError("torch blocked")
 sys.meta_path.insert(0, Block())
 from geodelta.perception.pipeline.detect import run_detect
-s = run_detect({str(lv / 'A' / 'test_2_0000_0000.png')!r}, {str(lv / 'B' / 'test_2_0000_0000.png')!r}, {str(tmp_path / 'o')!r}, method="learned")
-print(json.dumps({{"runtime": s["method"]["params"]["runtime"], "changed": s["change"]["changed_px"], "torch": "torch" in sys.modules}}))
+s = run_detect({str(lv / 'A' / 'test_2_0000_0000.png')!r}, {str(lv / 'B' / 'test_2_0000_0000.png')!r}, {str(tmp_path / 'o')!r}, method={method!r})
+p = s["method"]["params"]
+print(json.dumps({{"runtime": p["runtime"], "model": p["model"], "type": p.get("change_type"), "changed": s["change"]["changed_px"], "torch": "torch" in sys.modules}}))
 """
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-2000:]
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out["runtime"] == "onnx" and not out["torch"] and out["changed"] > 0
+    if method == "buildings":  # the pretrained change-type model's building head
+        assert out["model"] == "effnet_siamese_v1" and out["type"] == "building"

@@ -47,6 +47,7 @@ MASKERS: dict[str, type | str] = {
     "irmad": "geodelta.perception.change.irmad:IRMAD",
     "water": "geodelta.perception.change.water:WaterMasker",
     "learned": "geodelta.perception.learned.siamese:LearnedMasker",
+    "buildings": "geodelta.perception.learned.siamese:BuildingMasker",
     "auto": "geodelta.perception.change.auto:AutoMasker",
 }
 

@@ -15,6 +15,7 @@ held-out scenes. What differs, and why:
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -191,7 +192,14 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path, unseen: tuple[str, ..
     _, val_lp = base.split_pairs(Path(data_dir), base.VAL_SPLIT if val_split is None else val_split)
     val_lp = [lp for lp in val_lp if lp.domain not in unseen]  # an unseen domain is scored on all its pairs
     val_lp += [lp for lp in labelled_pairs(Path(data_dir), unseen) if lp.label.exists()]
-    scenes = [base.load_scene(lp) for lp in val_lp]
+    from geodelta.errors import InputError
+
+    scenes = []
+    for lp in val_lp:
+        try:
+            scenes.append(base.load_scene(lp))
+        except InputError as e:  # e.g. Nanjing's 6 Landsat bands carry no roles: the model cannot tell R, G, B
+            print(f"skip {lp.domain}/{lp.name}: {e}"[:160], file=sys.stderr)
     any_change, own = validate(model, scenes)
     count: dict[str, int] = {}
     for s in scenes:
