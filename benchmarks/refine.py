@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 
+from geodelta.contracts import DetectOptions
 from geodelta.perception.evaluation.datasets import DOMAINS, labelled_pairs
 from geodelta.perception.evaluation.metrics import confusion, merge, scores
 from geodelta.perception.io.reader import open_pair
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             if pair.grid.shape != truth.shape:
                 print(f"skip {lp.domain}/{lp.name}: label {truth.shape} vs grid {pair.grid.shape}", file=sys.stderr)
                 continue
-            det = detect_stage(pair, Path(tmp), method=args.method)
+            det = detect_stage(pair, Path(tmp), DetectOptions(method=args.method))
             t0 = time.perf_counter()
             ref_tif, _ = refine_stage(pair, det.change_tif, det.prob_tif, Path(tmp), refiner, tile=args.tile)
             t_ref[lp.domain] += time.perf_counter() - t0

@@ -94,19 +94,22 @@ def detect(
     if engine != "dask" and (scheduler or workers):
         raise InputError("--scheduler and --workers need --engine dask")
     engine_opts = {k: v for k, v in {"scheduler": scheduler, "workers": workers}.items() if v is not None}
+    from geodelta.contracts import DetectOptions
     from geodelta.perception.pipeline.staging import staged_output
+    from geodelta.settings import Settings
 
-    kw: dict[str, Any] = dict(method=method, aoi=_parse_aoi(aoi), min_area_m2=min_area_m2, tile=tile, engine=engine, engine_opts=engine_opts)
-    kw |= {"bands": bands} if bands else {}
+    # GEODELTA_DEVICE is read here, once (perception never reads the environment)
+    options = DetectOptions(method=method, min_area_m2=min_area_m2, tile=tile, engine=engine, device=Settings().device)
+    kw: dict[str, Any] = {"aoi": _parse_aoi(aoi), "engine_opts": engine_opts} | ({"bands": bands} if bands else {})
     # Outputs are written into a hidden sibling folder and moved into DIR when complete (summary.json last):
     # a killed run never leaves a half-written change.tif that looks finished. Unwritable DIR fails here, first.
     with staged_output(out_dir) as work, _progress(not (quiet or as_json)) as progress:
         if len(images) > 2:
             from geodelta.perception.pipeline.series import parse_dates, run_series
 
-            summary = run_series(images, work, dates=parse_dates(dates), progress=progress, **kw)
+            summary = run_series(images, work, options, dates=parse_dates(dates), progress=progress, **kw)
         else:
-            summary = run_detect(images[0], images[1], work, progress=progress, **kw)
+            summary = run_detect(images[0], images[1], work, options, progress=progress, **kw)
     if as_json:
         print(json.dumps(summary, indent=2))
         return

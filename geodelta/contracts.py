@@ -158,6 +158,23 @@ class Quadruple(_Model):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
+class DetectOptions(_Model):
+    """How one detection runs, typed once: the CLI, the tools and the API build it, the pipeline takes it whole,
+    and the analysis record keeps it, so a later step (refine) uses what the detection used, not a default.
+    Where it runs (a Dask client or scheduler address) is not an option of the result: `engine_opts` stays
+    a separate runtime argument."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: str = Field(default="auto", description="Change masker (registry name, see `geodelta detect --help`).")
+    min_area_m2: float = Field(default=0.0, ge=0, description="Drop regions smaller than this (m²).")
+    min_area_px: int = Field(default=16, ge=0, description="Drop regions smaller than this many pixels.")
+    tile: int = Field(default=1024, ge=32, description="Window size in pixels: peak memory follows it.")
+    engine: str = Field(default="local", description="Execution engine of the change stage: local or dask.")
+    device: str | None = Field(default=None, description="Torch device of torch models (auto|cpu|cuda); None: auto.")
+    masker_opts: dict[str, Any] = Field(default_factory=dict, description="Masker options, e.g. the learned weights.")
+
+
 class Evidence(_Model):
     """One number in an answer and the tool call that produced it."""
 

@@ -7,6 +7,7 @@ from typing import Literal
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, ConfigDict, Field
 
+from geodelta.contracts import DetectOptions
 from geodelta.perception.pipeline.detect import detect_stage
 from geodelta.tools.context import ToolContext
 from geodelta.tools.workspace import Analysis
@@ -35,24 +36,22 @@ def make(ctx: ToolContext) -> BaseTool:
         s = ctx.settings
         # Same scene, method and settings as an earlier call of this process whose rasters are untouched:
         # the same detection (a follow-up question does not fit and score the scene again).
-        det = ctx.workspace.memo(
-            ("detect", scene_id, method, float(min_area_m2), s.min_area_px, s.tile_size, s.device),
-            lambda d: (d.change_tif, d.prob_tif),
-            lambda: detect_stage(pair, out, method=method, min_area_m2=min_area_m2, min_area_px=s.min_area_px,
-                                 tile=s.tile_size, progress=ctx.progress, device=s.device))
-        # the options this detection used: refine_regions re-polygonises with the same minimum size
-        stats = {"changed_px": det.changed_px, "valid_px": det.valid_px, "timings_s": det.timings,
-                 "options": {"min_area_m2": min_area_m2, "min_area_px": s.min_area_px}}
+        options = DetectOptions(method=method, min_area_m2=min_area_m2, min_area_px=s.min_area_px, tile=s.tile_size,
+                                device=s.device)
+        det = ctx.workspace.memo(("detect", scene_id, options.model_dump_json()), lambda d: (d.change_tif, d.prob_tif),
+                                 lambda: detect_stage(pair, out, options, progress=ctx.progress))
+        stats = {"changed_px": det.changed_px, "valid_px": det.valid_px, "timings_s": det.timings}
         if det.grid.pixel_area_m2:
             stats["changed_m2"] = round(det.changed_px * det.grid.pixel_area_m2, 1)
-        ctx.workspace.save(Analysis(aid, scene_id, out, det.grid, method, det.params, det.regions, stats))
+        # the analysis keeps its options: refine_regions re-polygonises with the same minimum size
+        ctx.workspace.save(Analysis(aid, scene_id, out, det.grid, method, det.params, det.regions, stats, options=options))
         return {
             "analysis_id": aid,
             "method": method,
             **({"chosen_method": det.params["chosen"], "method_reason": det.params["reason"]} if "chosen" in det.params else {}),
             "n_regions": len(det.regions),
             "changed_fraction": round(det.changed_px / max(det.valid_px, 1), 5),
-            **{k: v for k, v in stats.items() if k not in ("timings_s", "options")},
+            **{k: v for k, v in stats.items() if k != "timings_s"},
             "change_tif": str(det.change_tif),
         }
 

@@ -30,10 +30,9 @@ def make(ctx: ToolContext) -> BaseTool:
         ref = refiner_from_settings(s, refiner)
         change_tif = an.out_dir / "change.tif"  # always refine the masker's output, so a second call is idempotent
         # the minimum size the detection used (not the settings' default): refining must not bring back dropped regions
-        used = an.stats.get("options") or {}
-        out_tif, regions = refine_stage(pair, change_tif, an.out_dir / "change_prob.tif", an.out_dir, ref, tile=s.tile_size,
-                                        min_area_m2=used.get("min_area_m2", s.min_area_m2),
-                                        min_area_px=used.get("min_area_px", s.min_area_px), progress=ctx.progress)
+        used = an.options
+        out_tif, regions = refine_stage(pair, change_tif, an.out_dir / "change_prob.tif", an.out_dir, ref, tile=used.tile,
+                                        min_area_m2=used.min_area_m2, min_area_px=used.min_area_px, progress=ctx.progress)
         before = an.regions
         if an.landcover and an.landcover.get("classes_known"):
             regions, info = landcover_stage(pair, regions, tile=s.tile_size, progress=ctx.progress)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import rasterio
 
-from geodelta.contracts import ChangeQuery, Progress, Quadruple, Region
+from geodelta.contracts import ChangeQuery, DetectOptions, Progress, Quadruple, Region
 from geodelta.perception.change import engines
 from geodelta.perception.change import maskers as change
 from geodelta.perception.describe import caption as captioning
@@ -36,6 +36,9 @@ MAX_TILE_MIN_PIXELS = 24
 SUMMARY_REGIONS = 100  # regions (largest first) and region ids per quadruple kept in summary.json
 
 
+DEFAULT_OPTIONS = DetectOptions()
+
+
 @dataclass
 class Detection:
     """What the change stage left on disk, plus the regions found in it."""
@@ -50,29 +53,25 @@ class Detection:
     changed_px: int
     valid_px: int
     timings: dict[str, float] = field(default_factory=dict)
+    options: DetectOptions = DEFAULT_OPTIONS  # what the detection ran with (refine re-polygonises with the same)
 
 
 def detect_stage(
     pair: AlignedPair,
     out_dir: Path,
+    options: DetectOptions = DEFAULT_OPTIONS,
     *,
-    method: str = "auto",
-    min_area_m2: float = 0.0,
-    min_area_px: int = 16,
-    tile: int = 1024,
     progress: Progress | None = None,
-    engine: str = "local",
     engine_opts: dict | None = None,
-    masker_opts: dict | None = None,
-    device: str | None = None,
 ) -> Detection:
     """Fit the masker on a scene-wide sample, score tile by tile, write change.tif / change_prob.tif.
 
-    Peak memory follows `tile` (plus the masker's halo), not the scene size. `engine` ("local" or
-    "dask", see engines.py) runs the windows; `engine_opts` go to it (scheduler, workers); `masker_opts`
-    go to the masker (e.g. `weights` of the learned model); `device` (auto|cpu|cuda) to maskers that run a
-    torch model (learned, auto), passed by the caller rather than read from the environment.
+    Peak memory follows `options.tile` (plus the masker's halo), not the scene size. `options.engine` ("local"
+    or "dask", see engines.py) runs the windows, with `engine_opts` (scheduler, workers, client);
+    `options.masker_opts` go to the masker (e.g. `weights` of the learned model), `options.device`
+    (auto|cpu|cuda) to maskers that run a torch model (learned, auto): passed down, never read from the environment.
     """
+    method, tile, device = options.method, options.tile, options.device
     out_dir.mkdir(parents=True, exist_ok=True)
     grid = pair.grid
     keep = change.change_band_indices(pair.band_names)  # None: compare every band
@@ -82,7 +81,7 @@ def detect_stage(
     # Maskers that need to know which band is red / NIR (learned, water, auto) take `roles`; `auto` also
     # takes the pixel size it picks by (`scene`).
     sig = inspect.signature(change.masker_class(method) if method in change.MASKERS else object).parameters
-    opts = dict(masker_opts or {}) | ({"roles": roles} if "roles" in sig else {})  # e.g. the learned model's weights
+    opts = dict(options.masker_opts) | ({"roles": roles} if "roles" in sig else {})  # e.g. the learned model's weights
     if "scene" in sig:
         opts["scene"] = {"pixel_m": pixel_size_m(grid)}
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.values())  # auto: **learned options
@@ -93,12 +92,12 @@ def detect_stage(
         masker = change.BandSubset(masker, keep, [pair.band_names[i] for i in keep])
     timings: dict[str, float] = {}
 
-    run_change = engines.get_engine(engine)
+    run_change = engines.get_engine(options.engine)
     # Components smaller than this are removed per tile (with halo); regions crossing tiles are
     # measured again after polygonising, so the final size filter is exact.
-    min_px = _min_pixels(grid, min_area_m2, min_area_px)
+    min_px = _min_pixels(grid, options.min_area_m2, options.min_area_px)
     change_tif, prob_tif = out_dir / "change.tif", out_dir / "change_prob.tif"
-    with engines.started(engine, engine_opts) as resolve:  # a Dask cluster starts while the masker fits
+    with engines.started(options.engine, engine_opts) as resolve:  # a Dask cluster starts while the masker fits
         t0 = time.perf_counter()
         a_s, b_s = pair.sample()
         params = masker.fit(a_s, b_s)
@@ -117,10 +116,11 @@ def detect_stage(
 
     t0 = time.perf_counter()
     regions = describe.regions_from_rasters(
-        change_tif, prob_tif, grid, min_area_m2=min_area_m2, min_area_px=min_area_px if not grid.georeferenced else 0
+        change_tif, prob_tif, grid, min_area_m2=options.min_area_m2,
+        min_area_px=options.min_area_px if not grid.georeferenced else 0,
     )
     timings["polygonise_s"] = time.perf_counter() - t0
-    return Detection(out_dir, grid, method, params, change_tif, prob_tif, regions, changed, valid_total, timings)
+    return Detection(out_dir, grid, method, params, change_tif, prob_tif, regions, changed, valid_total, timings, options)
 
 
 def pixel_size_m(grid: Grid) -> float | None:
@@ -204,32 +204,26 @@ def run_detect(
     before: str | Path | ImageSource,
     after: str | Path | ImageSource,
     out_dir: str | Path,
+    options: DetectOptions = DEFAULT_OPTIONS,
     *,
-    method: str = "auto",
     aoi: tuple[float, float, float, float] | None = None,
-    min_area_m2: float = 0.0,
-    min_area_px: int = 16,
-    tile: int = 1024,
+    bands: str | list[str] | None = None,
     query: ChangeQuery | None = None,
     progress: Progress | None = None,
-    engine: str = "local",
     engine_opts: dict | None = None,
-    bands: str | list[str] | None = None,
-    device: str | None = None,
 ) -> dict[str, Any]:
-    """`geodelta detect`: every output file of issue 2 in `out_dir`; returns the summary dict.
+    """`geodelta detect`: every output file in `out_dir`; returns the summary dict (with the options used).
 
-    `bands` declares band roles in file order ("swir1,nir,green") for files that carry none; `device` goes to
-    detect_stage (None: the maskers resolve GEODELTA_DEVICE, as the CLI wants)."""
+    `aoi` (lon/lat W, S, E, N) and `bands` (roles in file order, "swir1,nir,green", for files that carry none)
+    say how to read the inputs; `options` how to detect (see `DetectOptions`)."""
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
     pair = open_pair(before, after, aoi=aoi, bands=bands)
     t_open = time.perf_counter() - t0
-    query = query or ChangeQuery(min_area_m2=min_area_m2)
+    query = query or ChangeQuery(min_area_m2=options.min_area_m2)
 
-    det = detect_stage(pair, out_dir, method=method, min_area_m2=min_area_m2, min_area_px=min_area_px, tile=tile, progress=progress,
-                       engine=engine, engine_opts=engine_opts, device=device)
+    det = detect_stage(pair, out_dir, options, progress=progress, engine_opts=engine_opts)
     t0 = time.perf_counter()
     kept, quads, text = describe_stage(det.regions, query, det.grid)
     t_describe = time.perf_counter() - t0
@@ -266,6 +260,7 @@ def build_summary(
     return {
         "geodelta_version": _version(),
         "query": query.model_dump(mode="json"),
+        "options": det.options.model_dump(mode="json"),
         "method": {"name": det.method, "params": det.params,
                    **({"chosen": det.params["chosen"], "reason": det.params["reason"]} if "chosen" in det.params else {})},
         "inputs": {
