@@ -130,7 +130,8 @@ class Where(_Model):
 
 
 class What(_Model):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # "from" is a Python keyword: the field is `from_`, read and written as "from" in every JSON we produce
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
 
     from_: ClassOrUnknown = Field(default="unknown", alias="from")
     to: ClassOrUnknown = "unknown"
@@ -190,7 +191,7 @@ class Answer(_Model):
     text: str
     query: ChangeQuery
     regions: list[Region] = Field(default_factory=list)
-    quadruples: list[dict[str, Any]] = Field(default_factory=list)
+    quadruples: list[Quadruple] = Field(default_factory=list)
     maps: dict[str, str] = Field(default_factory=dict)
     justification: list[Evidence] = Field(default_factory=list)
     confidence: float = Field(default=0.0, ge=0, le=1)

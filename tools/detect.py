@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, ConfigDict, Field
 
 from geodelta.contracts import DetectOptions
+from geodelta.perception.change.registry import list_maskers
 from geodelta.perception.pipeline.detect import detect_stage
+from geodelta.tools.choices import registry_choice
 from geodelta.tools.context import ToolContext
 from geodelta.tools.workspace import Analysis
+
+MaskerName = registry_choice(list_maskers, "change method")
 
 
 class DetectArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
     scene_id: str = Field(description="The scene_id load_scene returned.")
-    method: Literal["auto", "irmad", "cva", "learned", "water"] = Field(
+    method: MaskerName = Field(  # type: ignore[valid-type]  # an Annotated alias built at run time
         default="auto",
         description="Change masker: auto (the default: picks per input the masker that measured best on that kind of "
                     "imagery, and says why), irmad (training-free, any sensor), cva (training-free), water (new open "

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, ConfigDict, Field
 
 from geodelta.perception.pipeline.detect import landcover_stage
-from geodelta.perception.refine.sam import refine_stage, refiner_from_settings
+from geodelta.perception.refine.sam import list_refiners, refine_stage, refiner_from_settings
+from geodelta.tools.choices import registry_choice
 from geodelta.tools.context import ToolContext
+
+RefinerName = registry_choice(list_refiners, "refiner", extra=("auto",))
 
 
 class RefineArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
     analysis_id: str = Field(description="The analysis_id detect_changes returned.")
-    refiner: Literal["auto", "superpixel", "sam"] = Field(
+    refiner: RefinerName = Field(  # type: ignore[valid-type]  # an Annotated alias built at run time
         default="auto", description="auto: SAM when a checkpoint is configured, else superpixels.")
 
 
