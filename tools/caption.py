@@ -10,6 +10,7 @@ from geodelta.perception.describe.grounding import caption_from_quadruples
 from geodelta.perception.pipeline.detect import describe_stage
 from geodelta.tools.context import ToolContext
 from geodelta.tools.describe import DescribeArgs
+from geodelta.tools.results import CaptionResult
 
 
 def make(ctx: ToolContext) -> BaseTool:
@@ -20,11 +21,11 @@ def make(ctx: ToolContext) -> BaseTool:
         an = ctx.workspace.analysis(analysis_id)
         _, quads, template = describe_stage(an.regions, q, an.grid)
         if ctx.captioner is None:
-            return {"analysis_id": analysis_id, "caption": template, "captioner": "template"}
+            return CaptionResult(analysis_id=analysis_id, caption=template, captioner="template").to_json()
         notes: list[str] = []
         text = caption_from_quadruples(ctx.captioner, quads, georeferenced=an.grid.georeferenced, query=q, notes=notes)
-        return {"analysis_id": analysis_id, "caption": text, "captioner": "model" if text != template else "template",
-                **({"caption_notes": notes} if notes else {})}
+        return CaptionResult(analysis_id=analysis_id, caption=text, captioner="model" if text != template else "template",
+                             caption_notes=notes or None).to_json()
 
     return StructuredTool.from_function(caption_changes, name="caption_changes", args_schema=DescribeArgs,
                                         description=caption_changes.__doc__)

@@ -10,6 +10,7 @@ from geodelta.perception.change.registry import list_maskers
 from geodelta.perception.pipeline.detect import detect_stage
 from geodelta.tools.choices import registry_choice
 from geodelta.tools.context import ToolContext
+from geodelta.tools.results import DetectResult
 from geodelta.tools.workspace import Analysis
 
 MaskerName = registry_choice(list_maskers, "change method")
@@ -47,14 +48,10 @@ def make(ctx: ToolContext) -> BaseTool:
             stats["changed_m2"] = round(det.changed_px * det.grid.pixel_area_m2, 1)
         # the analysis keeps its options: refine_regions re-polygonises with the same minimum size
         ctx.workspace.save(Analysis(aid, scene_id, out, det.grid, method, det.params, det.regions, stats, options=options))
-        return {
-            "analysis_id": aid,
-            "method": method,
-            **({"chosen_method": det.params["chosen"], "method_reason": det.params["reason"]} if "chosen" in det.params else {}),
-            "n_regions": len(det.regions),
-            "changed_fraction": round(det.changed_px / max(det.valid_px, 1), 5),
-            **{k: v for k, v in stats.items() if k != "timings_s"},
-            "change_tif": str(det.change_tif),
-        }
+        return DetectResult(
+            analysis_id=aid, method=method, chosen_method=det.params.get("chosen"), method_reason=det.params.get("reason"),
+            n_regions=len(det.regions), changed_fraction=round(det.changed_px / max(det.valid_px, 1), 5),
+            changed_px=det.changed_px, valid_px=det.valid_px, changed_m2=stats.get("changed_m2"), change_tif=str(det.change_tif),
+        ).to_json()
 
     return StructuredTool.from_function(detect_changes, name="detect_changes", args_schema=DetectArgs, description=detect_changes.__doc__)

@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from geodelta.perception.pipeline.detect import landcover_stage
 from geodelta.tools.context import ToolContext
+from geodelta.tools.results import LandCoverResult
 
 
 class LandCoverArgs(BaseModel):
@@ -30,6 +31,6 @@ def make(ctx: ToolContext) -> BaseTool:
         info["mean_class_confidence"] = round(sum(confs) / len(confs), 3) if confs else 0.0
         an.regions, an.landcover = regions, info
         ctx.workspace.save(an)
-        return {"analysis_id": analysis_id, **info}
+        return LandCoverResult(analysis_id=analysis_id, **info).to_json()
 
     return StructuredTool.from_function(classify_land_cover, name="classify_land_cover", args_schema=LandCoverArgs, description=classify_land_cover.__doc__)

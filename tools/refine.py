@@ -9,6 +9,7 @@ from geodelta.perception.pipeline.detect import landcover_stage
 from geodelta.perception.refine.sam import list_refiners, refine_stage, refiner_from_settings
 from geodelta.tools.choices import registry_choice
 from geodelta.tools.context import ToolContext
+from geodelta.tools.results import RefineResult
 
 RefinerName = registry_choice(list_refiners, "refiner", extra=("auto",))
 
@@ -48,15 +49,10 @@ def make(ctx: ToolContext) -> BaseTool:
                                f"total_{key}_before": total(before)}
         an.regions = regions
         ctx.workspace.save(an)
-        return {
-            "analysis_id": analysis_id,
-            "refined_by": ref.name,
-            "n_regions_before": len(before),
-            "n_regions": len(regions),
-            f"total_{key}_before": total(before),
-            f"total_{key}": total(regions),
-            "classes_known": bool(an.landcover and an.landcover.get("classes_known")),
-            "change_tif": str(out_tif),
-        }
+        return RefineResult(
+            analysis_id=analysis_id, refined_by=ref.name, n_regions_before=len(before), n_regions=len(regions),
+            **{f"total_{key}_before": total(before), f"total_{key}": total(regions)},
+            classes_known=bool(an.landcover and an.landcover.get("classes_known")), change_tif=str(out_tif),
+        ).to_json()
 
     return StructuredTool.from_function(refine_regions, name="refine_regions", args_schema=RefineArgs, description=refine_regions.__doc__)
