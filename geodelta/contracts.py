@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 # The fixed land-cover vocabulary (ARCHITECTURE section 3). "unknown" is not a class: it marks
 # a region whose classes were not (or could not be) determined, and the answer must say so.
@@ -174,6 +174,48 @@ class DetectOptions(_Model):
     engine: str = Field(default="local", description="Execution engine of the change stage: local or dask.")
     device: str | None = Field(default=None, description="Torch device of torch models (auto|cpu|cuda); None: auto.")
     masker_opts: dict[str, Any] = Field(default_factory=dict, description="Masker options, e.g. the learned weights.")
+
+
+class _Sparse(_Model):
+    """A record whose unset optional fields are left out of its JSON (absent, not null): readers test `in`."""
+
+    @model_serializer(mode="wrap")
+    def _drop_none(self, handler: Any) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+
+class MethodInfo(_Sparse):
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict, description="The fitted masker's JSON-able parameters.")
+    chosen: str | None = Field(default=None, description="What `auto` picked ...")
+    reason: str | None = Field(default=None, description="... and why (the measured held-out table).")
+
+
+class ChangeTotals(_Sparse):
+    changed_px: int = Field(ge=0)
+    valid_px: int = Field(ge=0)
+    changed_m2: float | None = Field(default=None, ge=0, description="Only on a grid with a metric pixel area.")
+
+
+class Summary(_Model):
+    """summary.json of one detection: totals, quadruples and the largest regions (a few kB at any scale; every
+    region with its polygon is in `regions_file`), and what makes it reproducible (inputs' sha256, options)."""
+
+    geodelta_version: str
+    query: ChangeQuery
+    options: DetectOptions
+    method: MethodInfo
+    inputs: dict[str, Any] = Field(description="before / after SceneRef, bands, band_roles, band_roles_source.")
+    grid: dict[str, Any] = Field(description="crs, transform (6 affine terms), width, height, georeferenced.")
+    change: ChangeTotals
+    n_regions: int = Field(ge=0)
+    regions: list[dict[str, Any]] = Field(description="The largest regions, without polygons.")
+    regions_file: str
+    quadruples: list[dict[str, Any]] = Field(description="S2M quadruples (region_ids capped; how_many keeps the count).")
+    caption: str
+    classes_known: bool
+    outputs: dict[str, str] = Field(description="Output kind -> file name in the output folder.")
+    timings_s: dict[str, float] = Field(default_factory=dict)
 
 
 class Evidence(_Model):

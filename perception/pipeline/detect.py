@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import rasterio
 
-from geodelta.contracts import ChangeQuery, DetectOptions, Progress, Quadruple, Region
+from geodelta.contracts import ChangeQuery, ChangeTotals, DetectOptions, MethodInfo, Progress, Quadruple, Region, Summary
 from geodelta.perception.change import engines
 from geodelta.perception.change import maskers as change
 from geodelta.perception.describe import caption as captioning
@@ -232,15 +232,16 @@ def run_detect(
     t_render = time.perf_counter() - t0
 
     summary = build_summary(pair, det, query, kept, quads, text, maps)
-    summary["timings_s"] = {
+    summary.timings_s = {
         "open": round(t_open, 3),
         **{k.removesuffix("_s"): round(v, 3) for k, v in det.timings.items()},
         "describe": round(t_describe, 3),
         "render": round(t_render, 3),
         "total": round(time.perf_counter() - t_start, 3),
     }
-    render.summary_json(out_dir / "summary.json", summary)
-    return summary
+    record = summary.model_dump(mode="json")
+    render.summary_json(out_dir / "summary.json", record)
+    return record
 
 
 def build_summary(
@@ -251,18 +252,15 @@ def build_summary(
     quads: list[Quadruple],
     text: str,
     maps: dict[str, str],
-) -> dict[str, Any]:
-    """The JSON-able record of one analysis (summary.json); hashes make it reproducible."""
+) -> Summary:
+    """The record of one analysis (summary.json); hashes make it reproducible."""
     grid = det.grid
-    changed_area: dict[str, float] = {"changed_px": det.changed_px, "valid_px": det.valid_px}
-    if grid.pixel_area_m2:
-        changed_area["changed_m2"] = round(det.changed_px * grid.pixel_area_m2, 2)
-    return {
+    changed_m2 = round(det.changed_px * grid.pixel_area_m2, 2) if grid.pixel_area_m2 else None
+    return Summary.model_validate({
         "geodelta_version": _version(),
-        "query": query.model_dump(mode="json"),
-        "options": det.options.model_dump(mode="json"),
-        "method": {"name": det.method, "params": det.params,
-                   **({"chosen": det.params["chosen"], "reason": det.params["reason"]} if "chosen" in det.params else {})},
+        "query": query,
+        "options": det.options,
+        "method": MethodInfo(name=det.method, params=det.params, chosen=det.params.get("chosen"), reason=det.params.get("reason")),
         "inputs": {
             "before": pair.scene_ref("before").model_dump(mode="json"),
             "after": pair.scene_ref("after").model_dump(mode="json"),
@@ -277,7 +275,7 @@ def build_summary(
             "height": grid.height,
             "georeferenced": grid.georeferenced,
         },
-        "change": changed_area,
+        "change": ChangeTotals(changed_px=det.changed_px, valid_px=det.valid_px, changed_m2=changed_m2),
         "n_regions": len(regions),
         # the largest regions only, without their polygons: summary.json stays small at any scale (the
         # largest regions carry the most vertices); every region with its polygon is in regions.gpkg
@@ -287,7 +285,7 @@ def build_summary(
         "caption": text,
         "classes_known": any(r.from_class != "unknown" or r.to_class != "unknown" for r in regions),
         "outputs": {k: Path(v).name for k, v in maps.items()},
-    }
+    })
 
 
 def _capped_ids(quad: dict) -> dict:
