@@ -63,8 +63,9 @@ def pairs_for(data: Path, domains: list[str], max_pairs: int = 0) -> list:
 def run_method(method: str, data: Path, domains: list[str], tmp: Path, refine: str | None = None,
                pairs: list | None = None) -> tuple[dict, dict, dict, dict]:
     """Per (domain, pair name): pixel confusion, object counts and the masker `auto` chose; (pixels, seconds)
-    per domain, for one masker, optionally refined by a training-free refiner (perception/refine/sam.py)."""
-    from geodelta.perception.refine.sam import get_refiner, refine_stage
+    per domain, for one masker, optionally refined by a training-free refiner (perception/refine/)."""
+    from geodelta.perception.refine.registry import get_refiner
+    from geodelta.perception.refine.stage import refine_stage
 
     confs: dict[tuple[str, str], dict] = {}
     objs: dict[tuple[str, str], dict] = {}

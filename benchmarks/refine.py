@@ -24,10 +24,11 @@ import rasterio
 
 from geodelta.contracts import DetectOptions
 from geodelta.perception.evaluation.datasets import DOMAINS, labelled_pairs
-from geodelta.perception.evaluation.metrics import confusion, merge, scores
+from geodelta.perception.evaluation.metrics import boundary_f1, confusion, count_error, merge, scores
 from geodelta.perception.io.reader import open_pair
 from geodelta.perception.pipeline.detect import detect_stage
-from geodelta.perception.refine.sam import boundary_f1, count_error, get_refiner, refine_stage
+from geodelta.perception.refine.registry import get_refiner
+from geodelta.perception.refine.stage import refine_stage
 from geodelta.settings import Settings
 
 

@@ -14,18 +14,12 @@ from scipy import ndimage
 
 from geodelta.contracts import DetectOptions
 from geodelta.errors import ConfigError, InputError
-from geodelta.perception.evaluation.metrics import confusion, scores
+from geodelta.perception.evaluation.metrics import boundary_f1, confusion, count_error, scores
 from geodelta.perception.io.reader import open_pair
 from geodelta.perception.pipeline.detect import detect_stage
-from geodelta.perception.refine.sam import (
-    SuperpixelRefiner,
-    boundary_f1,
-    count_error,
-    get_refiner,
-    list_refiners,
-    refine_stage,
-    refiner_from_settings,
-)
+from geodelta.perception.refine.registry import get_refiner, list_refiners, refiner_from_settings
+from geodelta.perception.refine.stage import refine_stage
+from geodelta.perception.refine.superpixel import SuperpixelRefiner
 from geodelta.settings import Settings
 
 

@@ -6,7 +6,8 @@ from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, ConfigDict, Field
 
 from geodelta.perception.pipeline.detect import landcover_stage
-from geodelta.perception.refine.sam import list_refiners, refine_stage, refiner_from_settings
+from geodelta.perception.refine.registry import list_refiners, refiner_from_settings
+from geodelta.perception.refine.stage import refine_stage
 from geodelta.tools.choices import registry_choice
 from geodelta.tools.context import ToolContext
 from geodelta.tools.results import RefineResult
