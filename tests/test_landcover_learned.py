@@ -51,7 +51,8 @@ def test_held_out_chips_beat_the_colour_rules(data_dir: Path):
 
 def test_regions_of_an_rgb_scene_get_learned_classes(data_dir: Path, tmp_path: Path):
     from geodelta.perception.io.reader import open_pair
-    from geodelta.perception.pipeline.detect import detect_stage, landcover_stage
+    from geodelta.perception.landcover.stage import landcover_stage
+    from geodelta.perception.pipeline.detect import detect_stage
 
     lv = data_dir / "levir_crops"
     pair = open_pair(lv / "A" / "test_2_0000_0000.png", lv / "B" / "test_2_0000_0000.png")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, ConfigDict, Field
 
-from geodelta.perception.pipeline.detect import landcover_stage
+from geodelta.perception.landcover.stage import landcover_stage
 from geodelta.perception.refine.registry import list_refiners, refiner_from_settings
 from geodelta.perception.refine.stage import refine_stage
 from geodelta.tools.choices import registry_choice
