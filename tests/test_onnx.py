@@ -92,8 +92,9 @@ class Block:
         if name == "torch" or name.startswith("torch."):
             raise ImportError("torch blocked")
 sys.meta_path.insert(0, Block())
+from geodelta.contracts import DetectOptions
 from geodelta.perception.pipeline.detect import run_detect
-s = run_detect({str(lv / 'A' / 'test_2_0000_0000.png')!r}, {str(lv / 'B' / 'test_2_0000_0000.png')!r}, {str(tmp_path / 'o')!r}, method={method!r})
+s = run_detect({str(lv / 'A' / 'test_2_0000_0000.png')!r}, {str(lv / 'B' / 'test_2_0000_0000.png')!r}, {str(tmp_path / 'o')!r}, DetectOptions(method={method!r}))
 p = s["method"]["params"]
 print(json.dumps({{"runtime": p["runtime"], "model": p["model"], "type": p.get("change_type"), "changed": s["change"]["changed_px"], "torch": "torch" in sys.modules}}))
 """
