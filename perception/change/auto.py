@@ -50,6 +50,9 @@ RULES: tuple[Rule, ...] = (
     Rule("a water-sensitive composite without a red band (green + SWIR or NIR, e.g. OMBRIA B11/B8/B3 flood pairs)",
          lambda f: "red" not in f.roles and water_index_bands(f.roles) is not None, "water",
          "OMBRIA test split (70 flood pairs, bands declared): water 0.754, irmad 0.324; the learned model needs red"),
+    # effnet_siamese_v1 (EFFNET_CARD.md) was measured for this rule and not taken. Its building head wins on LEVIR /
+    # WHU (0.796 / 0.842) but loses on SZTAKI (0.195) and Beijing (0.623 vs 0.692), and these inputs cannot be told
+    # apart by bands or pixel size. It is `--method buildings`.
     Rule("RGB without near-infrared (aerial photos, Google Earth crops, PNG/JPEG)",
          lambda f: f.rgb and not f.nir, "learned",
          "LEVIR 0.706 / WHU 0.723 / SZTAKI 0.486 for learned vs irmad 0.264 / 0.183 / 0.307"),
