@@ -22,7 +22,7 @@ from pyproj import CRS as ProjCRS
 from pyproj import Geod, Transformer
 from rasterio.features import geometry_mask, shapes
 from rasterio.windows import Window
-from shapely.geometry import box, shape
+from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 from shapely.geometry.polygon import orient
 
@@ -144,7 +144,7 @@ def _pixel_to_lonlat_fn(grid: Grid):
 
 def pixel_polygon(region: Region, grid: Grid) -> BaseGeometry:
     """A region's polygon back in pixel coordinates (col, row) of `grid`."""
-    geom = shape(region.polygon)
+    geom = region.geometry()
     if not grid.georeferenced:
         return geom
     geom = _apply(_crs_transformer(grid, inverse=True), geom)
@@ -154,7 +154,7 @@ def pixel_polygon(region: Region, grid: Grid) -> BaseGeometry:
 
 def pixel_polygons(regions: Sequence[Region], grid: Grid) -> np.ndarray:
     """Every region's polygon in pixel coordinates (col, row): one vectorised transform, not one per region."""
-    geoms = np.array([shape(r.polygon) for r in regions], dtype=object)
+    geoms = np.array([r.geometry() for r in regions], dtype=object)
     if not grid.georeferenced or not len(geoms):
         return geoms
     tr, t = _crs_transformer(grid, inverse=True), ~grid.transform
@@ -212,12 +212,13 @@ def regions_from_rasters(
     size = area_m2 if area_m2 is not None else area_px
     order = np.lexsort((cxy[:, 1], cxy[:, 0], boxes[:, 0], boxes[:, 1], -size))  # last key sorts first
     conf = _confidences(prob_tif, change_tif, polys[order], tile)
+    polygons = geojson_dicts(geoms[order])
     out = []
     for i, k in enumerate(order):
         out.append(
             Region(
                 id=i + 1,
-                polygon=json.loads(shapely.to_geojson(geoms[k])),
+                polygon=polygons[i],
                 bbox_px=tuple(int(v) for v in boxes[k]),
                 centroid_px=(float(cxy[k, 0]), float(cxy[k, 1])),
                 centroid_lonlat=None if cll is None else (float(cll[k, 0]), float(cll[k, 1])),
@@ -225,8 +226,34 @@ def regions_from_rasters(
                 area_m2=None if area_m2 is None else float(area_m2[k]),
                 area_px=int(area_px[k]),
                 confidence=conf[i],
-            )
+            ).with_geometry(geoms[k])
         )
+    return out
+
+
+def geojson_dicts(geoms: np.ndarray) -> list[dict]:
+    """GeoJSON geometry dicts of an array of shapely geometries, the same as json.loads(shapely.to_geojson(g)).
+
+    Polygons (what polygonising makes) are built from their rings' coordinate arrays in a few vectorised
+    calls; measured on 13,104 NAIP regions (1.2 M vertices) 10x faster than writing and parsing GeoJSON text,
+    which cost 3.9 s. Other geometry types go through to_geojson."""
+    geoms = np.asarray(geoms, dtype=object)
+    out: list[dict] = [{}] * len(geoms)
+    is_poly = (shapely.get_type_id(geoms) == 3) & ~shapely.is_empty(geoms)  # 3: shapely.GeometryType.POLYGON
+    for i in np.flatnonzero(~is_poly):
+        out[i] = json.loads(shapely.to_geojson(geoms[i]))
+    idx = np.flatnonzero(is_poly)
+    if not len(idx):
+        return out
+    rings, ring_owner = shapely.get_rings(geoms[idx], return_index=True)  # exterior first, then holes
+    coords, coord_ring = shapely.get_coordinates(rings, return_index=True)
+    ring_ends = np.searchsorted(coord_ring, np.arange(1, len(rings)))
+    ring_lists = [c.tolist() for c in np.split(coords, ring_ends)]
+    owner_ends = np.searchsorted(ring_owner, np.arange(1, len(idx)))
+    starts = np.concatenate([[0], owner_ends])
+    stops = np.concatenate([owner_ends, [len(rings)]])
+    for j, i in enumerate(idx):
+        out[i] = {"type": "Polygon", "coordinates": ring_lists[starts[j]:stops[j]]}
     return out
 
 
@@ -336,7 +363,7 @@ def quadruples(regions: list[Region], grid: Grid) -> list[Quadruple]:
     quads = []
     for (sector, fc, tc, how), regs in groups.items():
         if geo:
-            bounds = np.array([shape(r.polygon).bounds for r in regs])
+            bounds = shapely.bounds(np.array([r.geometry() for r in regs], dtype=object)).reshape(-1, 4)
             bbox = (bounds[:, 0].min(), bounds[:, 1].min(), bounds[:, 2].max(), bounds[:, 3].max())
             weights = np.array([r.area_m2 or 0.0 for r in regs])
             pts = np.array([r.centroid_lonlat for r in regs])
@@ -383,7 +410,7 @@ def filter_regions(regions: list[Region], query: ChangeQuery, grid: Grid) -> lis
     for r in regions:
         if isinstance(area, SectorArea) and r.sector != area.sector:
             continue
-        if sel is not None and not sel.intersects(shape(r.polygon)):
+        if sel is not None and not sel.intersects(r.geometry()):
             continue
         if not query.wants(r.from_class, r.to_class):
             continue
