@@ -14,7 +14,7 @@ from langchain_core.messages import AIMessage, AnyMessage, ToolMessage
 
 from geodelta.contracts import Answer, ChangeQuery, Evidence, Region
 from geodelta.errors import CLARIFICATION_EXIT
-from geodelta.perception.caption import LAND_PHRASE, format_area
+from geodelta.perception.describe.caption import LAND_PHRASE, format_area
 from geodelta.tools.workspace import Workspace
 
 # Classes that colour alone cannot tell apart: they need one of these band roles (NDVI / MNDWI / NDWI).

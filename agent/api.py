@@ -117,7 +117,7 @@ class Assistant:
         self.ctx.allow(before, after, *paths)
         bands = ",".join(bands) if isinstance(bands, (list, tuple)) else bands
         if bands:
-            from geodelta.perception.bands import parse_band_roles
+            from geodelta.perception.io.bands import parse_band_roles
 
             try:
                 parse_band_roles(bands)

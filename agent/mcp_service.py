@@ -40,7 +40,7 @@ def check_allowed(path: str, roots: list[Path]) -> Path:
 
     A STAC Item is accepted only when every asset file it points at is allowed too, so an item
     cannot smuggle in a file outside the roots."""
-    from geodelta.perception.stac import is_stac_path, read_item
+    from geodelta.perception.io.stac import is_stac_path, read_item
     from geodelta.tools.paths import check_path
 
     shown = os.pathsep.join(str(r) for r in roots)
@@ -136,7 +136,7 @@ class McpService:
         args = {"before": before, "after": after, "method": method, "min_area_m2": min_area_m2, "aoi": aoi}
 
         def run() -> dict[str, Any]:
-            from geodelta.perception.pipeline import run_detect
+            from geodelta.perception.pipeline.detect import run_detect
 
             b, a = check_allowed(before, self.roots), check_allowed(after, self.roots)
             if aoi is not None and len(aoi) != 4:

@@ -9,7 +9,7 @@ scores change.tif against the labels (micro-averaged over the pairs of a domain)
 4. on the LEVIR-CD test crops, the F1 of the seven published predictions stored with the crops, on
    all 7 crops and on the 2 held-out ones;
 5. held-out pixel F1 beside object F1 (touching objects split by watershed, a match at IoU >= 0.5,
-   perception/objects.py), and which masker `auto` chose per domain against the best single method;
+   perception/change/objects.py), and which masker `auto` chose per domain against the best single method;
 6. throughput (megapixels per second of the detect stage), the learned model's pure inference speed
    (onnxruntime on a 1024 px window, the threads this machine has) and the process's peak RSS.
 Domains with band roles the files do not carry (OMBRIA) are opened with them declared, as a user would.
@@ -31,17 +31,18 @@ from rich.console import Console
 from rich.table import Table
 
 from geodelta.errors import GeoDeltaError
-from geodelta.perception import metrics, objects
-from geodelta.perception.datasets import DOMAINS, EXTRA_DOMAINS, labelled_pairs
-from geodelta.perception.io import open_pair
-from geodelta.perception.pipeline import detect_stage
+from geodelta.perception.change import objects
+from geodelta.perception.evaluation import metrics
+from geodelta.perception.evaluation.datasets import DOMAINS, EXTRA_DOMAINS, labelled_pairs
+from geodelta.perception.io.reader import open_pair
+from geodelta.perception.pipeline.detect import detect_stage
 from geodelta.settings import Settings
 
 
 def pairs_for(data: Path, domains: list[str], max_pairs: int = 0) -> list:
     """The labelled pairs of `domains`; with max_pairs > 0 at most that many per domain: the validation scenes
     (perception.train.VAL_SPLIT) first, the rest evenly spaced (deterministic)."""
-    from geodelta.perception.train import VAL_SPLIT
+    from geodelta.perception.learned.train import VAL_SPLIT
 
     by: dict[str, list] = {}
     for lp in labelled_pairs(data, domains):
@@ -61,8 +62,8 @@ def pairs_for(data: Path, domains: list[str], max_pairs: int = 0) -> list:
 def run_method(method: str, data: Path, domains: list[str], tmp: Path, refine: str | None = None,
                pairs: list | None = None) -> tuple[dict, dict, dict, dict]:
     """Per (domain, pair name): pixel confusion, object counts and the masker `auto` chose; (pixels, seconds)
-    per domain, for one masker, optionally refined by a training-free refiner (perception/refine.py)."""
-    from geodelta.perception.refine import get_refiner, refine_stage
+    per domain, for one masker, optionally refined by a training-free refiner (perception/refine/sam.py)."""
+    from geodelta.perception.refine.sam import get_refiner, refine_stage
 
     confs: dict[tuple[str, str], dict] = {}
     objs: dict[tuple[str, str], dict] = {}
@@ -153,8 +154,9 @@ def learned_inference_speed(data: Path, repeats: int = 3) -> float | None:
     """Megapixels per second of the shipped ONNX change model alone on a real 1024 x 1024 px window (WHU)."""
     from rasterio.windows import Window
 
-    from geodelta.perception import learned, onnx_infer
-    from geodelta.perception.pipeline import pair_roles
+    from geodelta.perception.learned import onnx_infer
+    from geodelta.perception.learned import siamese as learned
+    from geodelta.perception.pipeline.detect import pair_roles
 
     root = data / "whu_tiles"
     if not (root / "A" / "000213.png").is_file():
@@ -212,7 +214,7 @@ def main(argv: list[str] | None = None) -> dict:
             console.print(f"[dim]running {label} on {', '.join(domains)} ({len(pairs)} pairs) ...[/dim]")
             results[label], speeds[label], objs[label], chosen[label] = run_method(m, data, domains, Path(tmp), refine=r, pairs=pairs)
 
-    from geodelta.perception.train import TRAIN_DOMAINS, VAL_SPLIT  # torch-free: torch is imported only when training
+    from geodelta.perception.learned.train import TRAIN_DOMAINS, VAL_SPLIT  # torch-free: torch is imported only when training
 
     # held out: the validation scenes, and every pair of a domain the learned model never trained on
     held_out = lambda d, name: name in VAL_SPLIT.get(d, set()) or d not in TRAIN_DOMAINS  # noqa: E731

@@ -19,8 +19,8 @@ import rasterio.errors
 from PIL import Image
 from rasterio.warp import Resampling, reproject
 
-from geodelta.perception.change import clean_mask, get_masker, sample_valid
-from geodelta.perception.metrics import confusion, merge, scores
+from geodelta.perception.change.maskers import clean_mask, get_masker, sample_valid
+from geodelta.perception.evaluation.metrics import confusion, merge, scores
 from geodelta.settings import Settings
 
 

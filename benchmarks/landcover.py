@@ -24,8 +24,8 @@ from rich.console import Console
 from rich.table import Table
 from scipy import ndimage
 
-from geodelta.perception.landcover import CLASSES, CODE, NODATA, class_shares, classify, fit
-from geodelta.perception.transitions import clc_to_vocabulary, region_transitions
+from geodelta.perception.landcover.rules import CLASSES, CODE, NODATA, class_shares, classify, fit
+from geodelta.perception.landcover.transitions import clc_to_vocabulary, region_transitions
 
 OSCD_CITIES = ("aguasclaras", "bercy", "bordeaux", "hongkong", "nantes", "rennes")
 # ESA band order of a 13-band Sentinel-2 stack, and the roles our rules use.

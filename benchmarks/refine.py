@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import rasterio
 
-from geodelta.perception.datasets import DOMAINS, labelled_pairs
-from geodelta.perception.io import open_pair
-from geodelta.perception.metrics import confusion, merge, scores
-from geodelta.perception.pipeline import detect_stage
-from geodelta.perception.refine import boundary_f1, count_error, get_refiner, refine_stage
+from geodelta.perception.evaluation.datasets import DOMAINS, labelled_pairs
+from geodelta.perception.evaluation.metrics import confusion, merge, scores
+from geodelta.perception.io.reader import open_pair
+from geodelta.perception.pipeline.detect import detect_stage
+from geodelta.perception.refine.sam import boundary_f1, count_error, get_refiner, refine_stage
 from geodelta.settings import Settings
 
 

@@ -40,7 +40,7 @@ import psutil
 import rasterio
 from affine import Affine
 
-from geodelta.perception.io import open_pair
+from geodelta.perception.io.reader import open_pair
 from geodelta.settings import Settings
 
 NAIP = ("m_4709963_se_14_1_20090818.tif", "m_4709963_se_14_1_20200831.tif")
@@ -154,7 +154,7 @@ def floor_pass(before: Path, after: Path, out: Path, tile: int = 1024) -> None:
 
 def scheduler_round_trip(workers: int, n: int = 200) -> float:
     """Seconds per no-op task on a fresh LocalCluster of `workers` processes (submit, run, gather)."""
-    from geodelta.perception import engines
+    from geodelta.perception.change import engines
 
     with engines.dask_client(workers=workers) as client:
         client.gather(client.map(_noop, range(8), pure=False))  # warm the workers

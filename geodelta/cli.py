@@ -87,14 +87,14 @@ def detect(
     quiet: Quiet = False,
 ) -> None:
     """Find where the land changed between two images (or along a time series) and write maps, regions and a summary."""
-    from geodelta.perception.pipeline import run_detect
+    from geodelta.perception.pipeline.detect import run_detect
 
     if len(images) < 2:
         raise InputError(f"detect needs two images (BEFORE AFTER) or more dates oldest first, got {len(images)}")
     if engine != "dask" and (scheduler or workers):
         raise InputError("--scheduler and --workers need --engine dask")
     engine_opts = {k: v for k, v in {"scheduler": scheduler, "workers": workers}.items() if v is not None}
-    from geodelta.perception.staging import staged_output
+    from geodelta.perception.pipeline.staging import staged_output
 
     kw: dict[str, Any] = dict(method=method, aoi=_parse_aoi(aoi), min_area_m2=min_area_m2, tile=tile, engine=engine, engine_opts=engine_opts)
     kw |= {"bands": bands} if bands else {}
@@ -102,7 +102,7 @@ def detect(
     # a killed run never leaves a half-written change.tif that looks finished. Unwritable DIR fails here, first.
     with staged_output(out_dir) as work, _progress(not (quiet or as_json)) as progress:
         if len(images) > 2:
-            from geodelta.perception.series import parse_dates, run_series
+            from geodelta.perception.pipeline.series import parse_dates, run_series
 
             summary = run_series(images, work, dates=parse_dates(dates), progress=progress, **kw)
         else:
@@ -149,7 +149,7 @@ def demo(
     question = "Where did farmland get built over?"
     err.print(f"Demo scene: {before.name} -> {after.name} (Landsat 7 ETM+, USGS, public domain)")
     err.print(f"Question: {question}  [planner: embedded, no server, no downloads]")
-    from geodelta.perception.staging import writable_dir
+    from geodelta.perception.pipeline.staging import writable_dir
 
     out_dir = writable_dir(out_dir)
     _ask_and_exit(Assistant(Settings(out=out_dir, db=out_dir / "geodelta.db", backend="embedded")), question, as_json,
@@ -172,7 +172,7 @@ def ask(
 ) -> None:
     """Ask a question about how the land changed; prints the answer, the maps and the audit id."""
     from geodelta.agent.api import Assistant
-    from geodelta.perception.staging import writable_dir
+    from geodelta.perception.pipeline.staging import writable_dir
     from geodelta.settings import Settings
 
     if out_dir is not None:
@@ -273,9 +273,9 @@ def train(ctx: typer.Context) -> None:
     """Train GeoDelta's Siamese change model on the labelled data in GEODELTA_DATA (needs the \\[train] extra).
 
     Options: --data --out --max-minutes --epochs --steps-per-epoch --batch-size --crop --lr --patience
-    --scale-range --seed --threads --compare --quiet (see `python -m geodelta.perception.train --help`).
+    --scale-range --seed --threads --compare --quiet (see `python -m geodelta.perception.learned.train --help`).
     """
-    from geodelta.perception.train import main as train_main
+    from geodelta.perception.learned.train import main as train_main
 
     train_main(list(ctx.args))
 

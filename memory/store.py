@@ -37,7 +37,7 @@ from geodelta.memory.models import (
     SceneRecord,
     VerifyResult,
 )
-from geodelta.perception.checksum import file_sha256  # re-exported: tools and tests import it from here
+from geodelta.perception.io.checksum import file_sha256  # re-exported: tools and tests import it from here
 
 BUSY_TIMEOUT_S = 30.0  # how long a writer waits for another process's transaction before failing
 

@@ -17,10 +17,10 @@ import rasterio
 from PIL import Image
 
 from geodelta.errors import InputError
-from geodelta.perception.bands import parse_band_roles
-from geodelta.perception.change_auto import choose
-from geodelta.perception.io import open_pair
-from geodelta.perception.pipeline import run_detect
+from geodelta.perception.change.auto import choose
+from geodelta.perception.io.bands import parse_band_roles
+from geodelta.perception.io.reader import open_pair
+from geodelta.perception.pipeline.detect import run_detect
 
 GD = str(Path(sys.executable).with_name("geodelta"))
 
@@ -119,7 +119,7 @@ def test_auto_on_rgb_and_landsat_runs_the_chosen_masker(data_dir: Path, tmp_path
 
 def test_irmad_survives_a_reweighting_that_collapses(data_dir: Path):
     # OMBRIA test pair 0057: the iterated weights concentrate until CCA has no direction left (was LinAlgError)
-    from geodelta.perception.change import get_masker
+    from geodelta.perception.change.maskers import get_masker
 
     before, after, _ = _ombria(data_dir, "0057")
     with open_pair(before, after) as pair:
@@ -129,7 +129,7 @@ def test_irmad_survives_a_reweighting_that_collapses(data_dir: Path):
 
 def test_auto_on_a_geographic_sentinel2_folder_picks_cva(data_dir: Path, tmp_path: Path):
     # OSCD cities are EPSG:4326: the pixel size comes from degrees at the scene's latitude (about 10 m)
-    from geodelta.perception.pipeline import pixel_size_m
+    from geodelta.perception.pipeline.detect import pixel_size_m
 
     city = data_dir / "oscd" / "rennes"
     with open_pair(city / "imgs_1", city / "imgs_2") as pair:

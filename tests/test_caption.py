@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from geodelta.contracts import VOCABULARY, ChangeQuery, Quadruple
-from geodelta.perception.caption import caption, format_area
+from geodelta.perception.describe.caption import caption, format_area
 
 
 def Q(sector: str, fc: str, tc: str, how: str, n: int, area: float, geo: bool = True) -> Quadruple:

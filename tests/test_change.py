@@ -11,7 +11,7 @@ import rasterio
 from PIL import Image
 
 from geodelta.errors import InputError
-from geodelta.perception.change import (
+from geodelta.perception.change.maskers import (
     HALO,
     MASKERS,
     ChangeMasker,
@@ -22,7 +22,7 @@ from geodelta.perception.change import (
     register_masker,
     sample_valid,
 )
-from geodelta.perception.metrics import confusion, scores
+from geodelta.perception.evaluation.metrics import confusion, scores
 
 
 def _read_tif(path: Path) -> np.ndarray:

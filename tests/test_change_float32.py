@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from rasterio.windows import Window
 
-from geodelta.perception import change, irmad
-from geodelta.perception.io import open_pair
+from geodelta.perception.change import irmad
+from geodelta.perception.change import maskers as change
+from geodelta.perception.io.reader import open_pair
 
 
 def _reference_statistic(a, b, valid, params) -> np.ndarray:

@@ -11,9 +11,10 @@ import shapely
 from rasterio.features import shapes
 from shapely.geometry import shape
 
-from geodelta.perception import cog, describe
-from geodelta.perception.io import open_pair
-from geodelta.perception.pipeline import detect_stage
+from geodelta.perception.describe import regions as describe
+from geodelta.perception.io.reader import open_pair
+from geodelta.perception.pipeline.detect import detect_stage
+from geodelta.perception.render import cog
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,7 @@ def test_change_prob_is_scaled_uint8(naip):
 
 def test_layout_check_rejects_a_plain_geotiff(naip, tmp_path: Path):
     """The engines' own tiled GeoTIFF (what the COG rewrite starts from) is not a COG; the rewrite makes it one."""
-    from geodelta.perception import render
+    from geodelta.perception.render import outputs as render
 
     plain = tmp_path / "plain.tif"
     with rasterio.open(naip["det"].change_tif) as src, render.write_geotiff(plain, naip["det"].grid, "uint8", 255) as dst:

@@ -16,8 +16,9 @@ from shapely.geometry import shape
 
 from geodelta.contracts import VOCABULARY, ChangeQuery
 from geodelta.errors import InputError
-from geodelta.perception import describe
-from geodelta.perception.grid import Grid
+from geodelta.perception.describe import regions as describe
+from geodelta.perception.io.grid import Grid
+from geodelta.perception.landcover.transitions import how_of
 
 FOUR = ndimage.generate_binary_structure(2, 1)  # 4-connectivity, as rasterio.features.shapes
 
@@ -210,7 +211,7 @@ def test_transitions_from_class_maps(demo, demo_regions):
     ],
 )
 def test_how_rule(fc, tc, how):
-    assert describe.how_of(fc, tc) == how
+    assert how_of(fc, tc) == how
 
 
 def test_filter_by_sector_bbox_classes_and_size(demo, demo_regions):

@@ -16,8 +16,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from geodelta.cli import app
-from geodelta.perception.datasets import labelled_pairs
-from geodelta.perception.pipeline import run_detect
+from geodelta.perception.evaluation.datasets import labelled_pairs
+from geodelta.perception.pipeline.detect import run_detect
 
 runner = CliRunner()
 GEODELTA = str(Path(sys.executable).with_name("geodelta"))

@@ -11,9 +11,10 @@ from typer.testing import CliRunner
 
 from geodelta.cli import app
 from geodelta.errors import InputError
-from geodelta.perception import change, engines
-from geodelta.perception.io import open_pair
-from geodelta.perception.pipeline import detect_stage
+from geodelta.perception.change import engines
+from geodelta.perception.change import maskers as change
+from geodelta.perception.io.reader import open_pair
+from geodelta.perception.pipeline.detect import detect_stage
 
 runner = CliRunner()
 

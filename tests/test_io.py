@@ -14,9 +14,9 @@ from PIL import Image
 from rasterio.windows import Window
 
 from geodelta.errors import InputError
-from geodelta.perception.bands import date_from_name, match_bands, role_of_description
-from geodelta.perception.io import ROLES, open_image, open_pair
-from geodelta.perception.tiling import iter_windows
+from geodelta.perception.io.bands import date_from_name, match_bands, role_of_description
+from geodelta.perception.io.reader import ROLES, open_image, open_pair
+from geodelta.perception.io.tiling import iter_windows
 
 LEVIR = "levir_crops/{}/test_2_0000_0000.png"
 NAIP = "naip/m_4709963_se_14_1_{}.tif"

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from geodelta.perception import landcover, landcover_learned
+from geodelta.perception.landcover import rgb as landcover_learned
+from geodelta.perception.landcover import rules as landcover
 
 pytestmark = pytest.mark.skipif(not landcover_learned.available(), reason="landcover_rgb_v1.onnx is not in the package")
 
-# held-out AID chips: position 3k+2 inside each class (perception/train_landcover.py)
+# held-out AID chips: position 3k+2 inside each class (perception/learned/train_landcover.py)
 CASES = [("Forest", "tree"), ("Pond", "water"), ("River", "water"), ("DenseResidential", "built_up"),
          ("Farmland", "cropland"), ("Desert", "bare_ground"), ("Meadow", "low_vegetation")]
 
@@ -48,8 +49,8 @@ def test_held_out_chips_beat_the_colour_rules(data_dir: Path):
 
 
 def test_regions_of_an_rgb_scene_get_learned_classes(data_dir: Path, tmp_path: Path):
-    from geodelta.perception.io import open_pair
-    from geodelta.perception.pipeline import detect_stage, landcover_stage
+    from geodelta.perception.io.reader import open_pair
+    from geodelta.perception.pipeline.detect import detect_stage, landcover_stage
 
     lv = data_dir / "levir_crops"
     pair = open_pair(lv / "A" / "test_2_0000_0000.png", lv / "B" / "test_2_0000_0000.png")

@@ -27,11 +27,12 @@ from geodelta.agent.models.local import (
     to_conversation,
 )
 from geodelta.agent.models.openai import image_part
+from geodelta.agent.models.vlm import caption_from_quadruples, check_model_folder, folder_hashes, load_vlm, reconcile_classes
 from geodelta.agent.toolcalls import tool_schemas, validate_tool_calls, with_corrections
 from geodelta.contracts import ChangeQuery, Quadruple
 from geodelta.errors import ConfigError, ModelError
-from geodelta.perception.caption import caption
-from geodelta.perception.vlm import caption_from_quadruples, check_model_folder, folder_hashes, load_prompt, load_vlm, reconcile_classes
+from geodelta.perception.describe.caption import caption
+from geodelta.prompts import load_prompt
 from geodelta.settings import Settings
 
 

@@ -17,8 +17,9 @@ import rasterio
 from PIL import Image
 from rasterio.errors import NotGeoreferencedWarning
 
-from geodelta.perception import describe, render
-from geodelta.perception.grid import Grid
+from geodelta.perception.describe import regions as describe
+from geodelta.perception.io.grid import Grid
+from geodelta.perception.render import outputs as render
 
 pytestmark = pytest.mark.browser
 

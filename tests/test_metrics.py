@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from geodelta.errors import InputError
-from geodelta.perception.metrics import confusion, merge, scores
+from geodelta.perception.evaluation.metrics import confusion, merge, scores
 
 
 def test_confusion_and_scores_known_values():

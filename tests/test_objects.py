@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 from skimage.draw import disk
 
-from geodelta.perception import objects
+from geodelta.perception.change import objects
 
 
 def _levir_label(data_dir: Path, name: str = "test_2_0000_0000") -> np.ndarray:

@@ -15,9 +15,11 @@ import numpy as np
 import pytest
 from rasterio.windows import Window
 
-from geodelta.perception import change, learned, onnx_infer
-from geodelta.perception.io import open_pair
-from geodelta.perception.pipeline import pair_roles
+from geodelta.perception.change import maskers as change
+from geodelta.perception.io.reader import open_pair
+from geodelta.perception.learned import onnx_infer
+from geodelta.perception.learned import siamese as learned
+from geodelta.perception.pipeline.detect import pair_roles
 
 try:
     import torch
@@ -54,7 +56,7 @@ def test_shipped_onnx_has_metadata_from_the_shipped_checkpoint():
 def test_onnx_and_torch_agree_on_real_crops(data_dir: Path, i: int):
     before, after, h, w = _crops(data_dir)[i]
     xa, xb = _prepared(before, after, h, w)
-    from geodelta.perception.onnx_export import verify
+    from geodelta.perception.learned.onnx_export import verify
 
     diff = verify(learned.default_checkpoint(), learned.default_weights(), xa, xb)
     assert diff < 1e-4, f"max |onnx - torch| = {diff}"
@@ -89,7 +91,7 @@ class Block:
         if name == "torch" or name.startswith("torch."):
             raise ImportError("torch blocked")
 sys.meta_path.insert(0, Block())
-from geodelta.perception.pipeline import run_detect
+from geodelta.perception.pipeline.detect import run_detect
 s = run_detect({str(lv / 'A' / 'test_2_0000_0000.png')!r}, {str(lv / 'B' / 'test_2_0000_0000.png')!r}, {str(tmp_path / 'o')!r}, method="learned")
 print(json.dumps({{"runtime": s["method"]["params"]["runtime"], "changed": s["change"]["changed_px"], "torch": "torch" in sys.modules}}))
 """

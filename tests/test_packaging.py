@@ -33,7 +33,7 @@ def test_wheel_holds_only_geodelta_and_dist_info(wheel: Path) -> None:
     assert "geodelta/data/demo/taizhou_before_2000-03-17_landsat7_etm.tif" in names
     assert "geodelta/data/demo/ATTRIBUTION.md" in names
     # the learned model's weights and card ship as package data (learned.default_weights() reads them)
-    from geodelta.perception.learned import default_weights
+    from geodelta.perception.learned.siamese import default_weights
 
     assert f"geodelta/data/weights/{default_weights().name}" in names
     assert "geodelta/data/weights/MODEL_CARD.md" in names

@@ -23,7 +23,7 @@ from PIL import Image
 from rasterio.transform import from_origin
 
 from geodelta.errors import InputError
-from geodelta.perception.io import open_image, open_pair
+from geodelta.perception.io.reader import open_image, open_pair
 
 MAX_SECONDS = 20  # per example, open + read of a window
 MAX_RSS_GROWTH = 1.5 * 2**30  # bytes: a 100k x 100k header must not be allocated (30 GB as uint8 RGB)

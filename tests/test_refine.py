@@ -13,10 +13,10 @@ import rasterio
 from scipy import ndimage
 
 from geodelta.errors import ConfigError, InputError
-from geodelta.perception.io import open_pair
-from geodelta.perception.metrics import confusion, scores
-from geodelta.perception.pipeline import detect_stage
-from geodelta.perception.refine import (
+from geodelta.perception.evaluation.metrics import confusion, scores
+from geodelta.perception.io.reader import open_pair
+from geodelta.perception.pipeline.detect import detect_stage
+from geodelta.perception.refine.sam import (
     SuperpixelRefiner,
     boundary_f1,
     count_error,
@@ -70,7 +70,7 @@ def test_settings_pick_superpixels_without_checkpoint_and_refuse_bad_sam(tmp_pat
 def test_importing_perception_refine_does_not_import_torch():
     import subprocess
 
-    code = "import sys, geodelta.perception, geodelta.perception.refine; print('torch' in sys.modules)"
+    code = "import sys, geodelta.perception, geodelta.perception.refine.sam; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "False"
 

@@ -19,8 +19,9 @@ from rasterio.windows import Window
 from shapely.geometry import shape
 
 from geodelta.contracts import ChangeQuery
-from geodelta.perception import describe, render
-from geodelta.perception.grid import Grid
+from geodelta.perception.describe import regions as describe
+from geodelta.perception.io.grid import Grid
+from geodelta.perception.render import outputs as render
 
 
 def _rgb(path: Path, bands=(3, 2, 1)) -> np.ndarray:

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 from geodelta.cli import app
 from geodelta.errors import InputError
-from geodelta.perception.io import open_image
-from geodelta.perception.series import parse_dates, series_dates
+from geodelta.perception.io.reader import open_image
+from geodelta.perception.pipeline.series import parse_dates, series_dates
 
 runner = CliRunner()
 NAMES = ["m_4709963_se_14_1_20090818.tif", "m_4709963_se_14_1_20120731.tif", "m_4709963_se_14_1_20160816.tif",

@@ -17,9 +17,9 @@ pystac = pytest.importorskip("pystac")
 from pystac.extensions.eo import Band, EOExtension  # noqa: E402
 
 from geodelta.errors import InputError  # noqa: E402
-from geodelta.perception.io import open_image, open_pair  # noqa: E402
-from geodelta.perception.pipeline import run_detect  # noqa: E402
-from geodelta.perception.stac import read_item  # noqa: E402
+from geodelta.perception.io.reader import open_image, open_pair  # noqa: E402
+from geodelta.perception.io.stac import read_item  # noqa: E402
+from geodelta.perception.pipeline.detect import run_detect  # noqa: E402
 
 GEODELTA = str(Path(sys.executable).with_name("geodelta"))
 # ESA Sentinel-2 MSI band -> STAC EO common name (STAC EO extension table).

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from geodelta.perception.grid import Grid
-from geodelta.perception.tiling import count_windows, iter_windows
+from geodelta.perception.io.grid import Grid
+from geodelta.perception.io.tiling import count_windows, iter_windows
 
 
 @settings(max_examples=40, deadline=None)

@@ -44,7 +44,7 @@ def test_a_rewritten_raster_is_detected_again(tmp_path: Path, demo_pair) -> None
     st = tif.stat()
     os.utime(tif, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # as if another process wrote it
     calls = []
-    from geodelta.perception import pipeline
+    from geodelta.perception.pipeline import detect as pipeline
 
     real = pipeline.detect_stage
     import geodelta.tools.detect as detect_tool

@@ -5,7 +5,7 @@ from __future__ import annotations
 from langchain_core.tools import BaseTool, StructuredTool
 
 from geodelta.contracts import ChangeQuery
-from geodelta.perception.pipeline import describe_stage
+from geodelta.perception.pipeline.detect import describe_stage
 from geodelta.tools.context import ToolContext
 from geodelta.tools.describe import DescribeArgs
 

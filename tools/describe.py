@@ -6,7 +6,7 @@ from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, ConfigDict, Field
 
 from geodelta.contracts import ChangeQuery
-from geodelta.perception.pipeline import describe_stage
+from geodelta.perception.pipeline.detect import describe_stage
 from geodelta.tools.context import ToolContext
 
 

@@ -7,7 +7,7 @@ from typing import Literal
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, ConfigDict, Field
 
-from geodelta.perception.pipeline import detect_stage
+from geodelta.perception.pipeline.detect import detect_stage
 from geodelta.tools.context import ToolContext
 from geodelta.tools.workspace import Analysis
 

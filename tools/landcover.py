@@ -5,7 +5,7 @@ from __future__ import annotations
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, ConfigDict, Field
 
-from geodelta.perception.pipeline import landcover_stage
+from geodelta.perception.pipeline.detect import landcover_stage
 from geodelta.tools.context import ToolContext
 
 

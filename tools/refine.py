@@ -7,8 +7,8 @@ from typing import Literal
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, ConfigDict, Field
 
-from geodelta.perception.pipeline import landcover_stage
-from geodelta.perception.refine import refine_stage, refiner_from_settings
+from geodelta.perception.pipeline.detect import landcover_stage
+from geodelta.perception.refine.sam import refine_stage, refiner_from_settings
 from geodelta.tools.context import ToolContext
 
 

@@ -7,8 +7,8 @@ import hashlib
 from langchain_core.tools import BaseTool, StructuredTool
 
 from geodelta.contracts import ChangeQuery
-from geodelta.perception import describe
-from geodelta.perception.pipeline import Detection, render_stage
+from geodelta.perception.describe import regions as describe
+from geodelta.perception.pipeline.detect import Detection, render_stage
 from geodelta.tools.context import ToolContext
 from geodelta.tools.describe import DescribeArgs
 

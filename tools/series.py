@@ -10,7 +10,7 @@ from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, ConfigDict, Field
 
 from geodelta.errors import ToolInputError
-from geodelta.perception.series import interval_histograms, run_series
+from geodelta.perception.pipeline.series import interval_histograms, run_series
 from geodelta.tools.context import ToolContext
 
 MAX_REGIONS = 10  # regions (largest first) returned to the model; summary.json holds more

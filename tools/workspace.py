@@ -18,8 +18,8 @@ from rasterio.crs import CRS
 
 from geodelta.contracts import Region
 from geodelta.errors import ToolInputError
-from geodelta.perception.grid import Grid
-from geodelta.perception.io import AlignedPair, open_pair
+from geodelta.perception.io.grid import Grid
+from geodelta.perception.io.reader import AlignedPair, open_pair
 
 T = TypeVar("T")
 

@@ -6,7 +6,7 @@ blocks are parsed here (`parse_tool_reply`). Tool results go back as `<tool_resp
 so any chat template works. A reply that is neither a tool call nor an `ANSWER:` / `QUESTION:`
 line is re-asked (bounded, `max_corrections`), then a `ModelError` (the graph may fall back to the
 embedded planner); bad tool calls are corrected by `agent/toolcalls.with_corrections` as for every
-backend. The model itself is `geodelta.perception.vlm.load_vlm` (cached per process).
+backend. The model itself is `geodelta.agent.models.vlm.load_vlm` (cached per process).
 """
 
 from __future__ import annotations
@@ -25,16 +25,16 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field
 
 from geodelta.agent.models.openai import call_model, classify_chips, message_text, vision_message  # noqa: F401  (classify_chips: one implementation for every backend)
-from geodelta.contracts import SECTORS, VOCABULARY
-from geodelta.errors import ModelError
-from geodelta.perception.vlm import (
+from geodelta.agent.models.vlm import (
     DEFAULT_MAX_NEW_TOKENS,
     LocalVLM,
     check_model_folder,
     folder_hashes,
-    load_prompt,
     load_vlm,
 )
+from geodelta.contracts import SECTORS, VOCABULARY
+from geodelta.errors import ModelError
+from geodelta.prompts import load_prompt
 
 _TOOL_BLOCK = re.compile(r"<tool_call>(.*?)(?:</tool_call>|$)", re.DOTALL)
 _NAME = re.compile(r'"name"\s*:\s*"([^"]+)"')

@@ -257,7 +257,7 @@ def classify_chips(
     and a line in `notes` (the answer must say those classes were not determined). Transport
     failures raise `ModelError`.
     """
-    from geodelta.perception.vlm import load_prompt  # the prompt file is shared by every backend
+    from geodelta.prompts import load_prompt  # the prompt file is shared by every backend
 
     prompt = load_prompt("classify_region", vocabulary=", ".join(VOCABULARY))
     out: list[tuple[str, str]] = []

@@ -1,0 +1,1 @@
+"""Change masking: the masker registry (CVA, IR-MAD, water, auto), execution engines, change objects."""

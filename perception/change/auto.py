@@ -1,0 +1,101 @@
+"""`auto`: pick, per input, the change masker that measured best on that kind of domain (held-out scenes).
+
+The rules read only what the input says about itself: the band roles (RGB, NIR, SWIR) and the pixel size
+in metres (None without a georeference). Each rule names the held-out domains it rests on and their
+measured pixel F1 (geodelta/data/weights/MODEL_CARD.md, `geodelta bench change`); the choice and its
+reason go into the fitted params (summary.json, the answer's justification).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from geodelta.perception.change.maskers import get_masker, masker_class, register_masker
+from geodelta.perception.change.water import water_index_bands
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What `auto` knows about an input: band roles and pixel size (m, None when not georeferenced)."""
+
+    roles: dict[str, int]
+    pixel_m: float | None
+
+    @property
+    def rgb(self) -> bool:
+        return {"red", "green", "blue"} <= set(self.roles)
+
+    @property
+    def nir(self) -> bool:
+        return "nir" in self.roles
+
+
+@dataclass(frozen=True)
+class Rule:
+    domain: str  # the kind of input, in words
+    applies: Callable[[Facts], bool]
+    method: str
+    evidence: str  # the measured held-out F1 the choice rests on
+
+
+# In order; the first rule that applies wins. Figures: held-out pixel F1 (MODEL_CARD.md validation table;
+# OMBRIA: micro F1 over the 70 pairs of its test split through `detect_stage`, see change_water.py).
+RULES: tuple[Rule, ...] = (
+    Rule("a water-sensitive composite without a red band (green + SWIR or NIR, e.g. OMBRIA B11/B8/B3 flood pairs)",
+         lambda f: "red" not in f.roles and water_index_bands(f.roles) is not None, "water",
+         "OMBRIA test split (70 flood pairs, bands declared): water 0.754, irmad 0.324; the learned model needs red"),
+    Rule("RGB without near-infrared (aerial photos, Google Earth crops, PNG/JPEG)",
+         lambda f: f.rgb and not f.nir, "learned",
+         "LEVIR 0.706 / WHU 0.723 / SZTAKI 0.486 for learned vs irmad 0.264 / 0.183 / 0.307"),
+    Rule("multispectral with near-infrared at 20 m or coarser (Landsat)",
+         lambda f: f.nir and f.pixel_m is not None and f.pixel_m >= 20, "irmad",
+         "Landsat Taizhou: irmad 0.885, cva 0.721, learned 0.644"),
+    Rule("multispectral with near-infrared at 5-20 m (Sentinel-2 10 m bands)",
+         lambda f: f.nir and f.pixel_m is not None and 5 <= f.pixel_m < 20, "cva",
+         "OSCD aguasclaras + rennes: cva 0.419, irmad 0.363, learned 0.215"),
+    Rule("red, green, blue and near-infrared finer than 5 m or without georeference (NAIP, aerial CIR)",
+         lambda f: f.rgb and f.nir, "learned",
+         "no labelled change pairs of this kind: the nearest measured domains are the aerial RGB ones (learned wins)"),
+)
+FALLBACK = Rule("bands without known roles", lambda f: True, "irmad",
+                "irmad needs no band roles (training-free, any sensor); the learned model and water need roles")
+
+
+def choose(roles: dict[str, int] | None, pixel_m: float | None) -> tuple[str, str]:
+    """(method name, reason) for an input with these band roles and pixel size."""
+    facts = Facts(dict(roles or {}), pixel_m)
+    rule = next((r for r in RULES if r.applies(facts)), FALLBACK)
+    size = f"{pixel_m:.2g} m pixels" if pixel_m else "no georeference"
+    bands = ", ".join(sorted(facts.roles, key=lambda r: facts.roles[r])) or "no band roles"
+    return rule.method, f"{rule.method}: input looks like {rule.domain} ({bands}; {size}); held-out F1 {rule.evidence}"
+
+
+@register_masker
+class AutoMasker:
+    """Delegates to the masker `choose` picks; fit() params carry `chosen` and `reason`.
+
+    `scene` is {"pixel_m": float | None} from the pipeline; `weights` / `device` go to the learned model."""
+
+    name = "auto"
+
+    def __init__(self, roles: dict[str, int] | None = None, scene: dict[str, Any] | None = None, **learned_opts: Any):
+        self.roles = dict(roles or {})
+        self.chosen, self.reason = choose(self.roles, (scene or {}).get("pixel_m"))
+        params = inspect.signature(masker_class(self.chosen)).parameters
+        opts = {k: v for k, v in learned_opts.items() if k in params}
+        if "roles" in params:
+            opts["roles"] = self.roles
+        self.inner = get_masker(self.chosen, **opts)
+        self.open_radius = getattr(self.inner, "open_radius", None)
+
+    def fit(self, a: np.ndarray, b: np.ndarray) -> dict:
+        params = self.inner.fit(a, b)
+        return {**params, "method": self.name, "chosen": self.chosen, "reason": self.reason}
+
+    def score(self, a: np.ndarray, b: np.ndarray, valid: np.ndarray, params: dict) -> np.ndarray:
+        return self.inner.score(a, b, valid, params)

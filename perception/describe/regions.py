@@ -1,0 +1,392 @@
+"""Change mask -> regions -> S2M quadruples (where, what, how, how many).
+
+Polygons are built in PIXEL coordinates (col, row; integer vertices, so window pieces union
+exactly) and only then moved to the scene CRS / EPSG:4326. Regions are 4-connected components
+of change == 1 (rasterio.features.shapes' default connectivity; two pixels touching only at a
+corner are two regions, also across window borders).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import shapely
+import shapely.affinity
+from affine import Affine
+from pyproj import CRS as ProjCRS
+from pyproj import Geod, Transformer
+from rasterio.features import shapes
+from rasterio.windows import Window
+from shapely.geometry import box
+from shapely.geometry.base import BaseGeometry
+from shapely.geometry.polygon import orient
+
+from geodelta.contracts import NODATA_U8, SECTORS, BBoxArea, ChangeQuery, Quadruple, Region, SectorArea, What, Where
+from geodelta.errors import InputError
+from geodelta.perception.io.grid import Grid
+from geodelta.perception.landcover.transitions import TransitionHistogram
+
+CONNECTIVITY = 4  # rasterio.features.shapes default; see module docstring
+CHANGE = 1  # change.tif: 1 change, 0 no change, 255 nodata
+_GEOD = Geod(ellps="WGS84")
+# Classes whose arrival reads as "something appeared" (and whose loss as "disappeared").
+# ChangeQuery.direction -> the `how` values it keeps ("changed" = classes unknown: always kept).
+_DIRECTION_HOWS = {
+    "appear": {"appeared", "expanded", "changed"},
+    "disappear": {"disappeared", "shrank", "changed"},
+    # A conversion names both ends; "cropland -> built_up" is also an appearance of built-up land,
+    # so every transition between two different classes counts, and the class lists do the filtering.
+    "convert": {"converted", "appeared", "disappeared", "changed"},
+}
+
+
+# ---------------------------------------------------------------- polygonising
+
+
+def polygonize_windows(change_tif: Path, tile: int = 2048) -> list[shapely.Polygon]:
+    """4-connected polygons of change == 1 in pixel coordinates (col, row), read window by window.
+
+    Pieces touching an inner window border are unioned (shapely) with their neighbours; memory
+    follows `tile`, not the scene.
+    """
+    if tile < 1:
+        raise InputError(f"tile must be a positive number of pixels, got {tile}")
+    final: list[shapely.Polygon] = []
+    border: list[shapely.Polygon] = []
+    with rasterio.open(change_tif) as ds:
+        W, H = ds.width, ds.height
+        for r0 in range(0, H, tile):
+            for c0 in range(0, W, tile):
+                w, h = min(tile, W - c0), min(tile, H - r0)
+                mask = ds.read(1, window=Window(c0, r0, w, h)) == CHANGE
+                if not mask.any():
+                    continue
+                src = mask.astype(np.uint8)
+                for geom, _ in shapes(src, mask=mask, connectivity=CONNECTIVITY, transform=Affine.translation(c0, r0)):
+                    rings = geom["coordinates"]  # exterior, holes: lists of (x, y); arrays are 2x faster than shape()
+                    poly = shapely.Polygon(np.asarray(rings[0]), [np.asarray(h) for h in rings[1:]])
+                    x0, y0, x1, y1 = poly.bounds
+                    inner = (x0 == c0 > 0) or (y0 == r0 > 0) or (x1 == c0 + w < W) or (y1 == r0 + h < H)
+                    (border if inner else final).append(poly)
+    if border:
+        final.extend(_merge_pieces(border))
+    polys = np.array(final, dtype=object)
+    bad = ~shapely.is_valid(polys) if len(polys) else np.zeros(0, bool)
+    if not bad.any():
+        return final
+    out: list[shapely.Polygon] = []
+    for poly, b in zip(final, bad):
+        out.extend(_parts(shapely.make_valid(poly)) if b else [poly])
+    return out
+
+
+def _merge_pieces(pieces: list[shapely.Polygon]) -> list[shapely.Polygon]:
+    """Union window pieces that touch (share an edge or a corner), group by group.
+
+    Groups are the connected components of the "intersects" graph (STRtree query + scipy), so each union
+    handles a few pieces instead of one union of every border piece of the scene. Pieces meeting only
+    at a corner come out as separate polygons again (4-connectivity, see the module docstring)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    arr = np.array(pieces, dtype=object)
+    i, j = shapely.STRtree(arr).query(arr, predicate="intersects")
+    _, group = connected_components(coo_matrix((np.ones(len(i)), (i, j)), shape=(len(arr), len(arr))), directed=False)
+    order = np.argsort(group, kind="stable")
+    bounds = np.flatnonzero(np.diff(group[order])) + 1
+    out: list[shapely.Polygon] = []
+    for members in np.split(order, bounds):
+        out.extend(_parts(arr[members[0]] if len(members) == 1 else shapely.union_all(arr[members])))
+    return out
+
+
+def _parts(geom: BaseGeometry) -> list[shapely.Polygon]:
+    """Polygon parts of a (multi)polygon or collection; lines and points (zero area) dropped."""
+    if isinstance(geom, shapely.Polygon):
+        return [geom] if geom.area > 0 else []
+    return [p for g in getattr(geom, "geoms", []) for p in _parts(g)]
+
+
+# ---------------------------------------------------------------- coordinates
+
+
+def _crs_transformer(grid: Grid, inverse: bool = False) -> Transformer:
+    crs = ProjCRS.from_user_input(grid.crs)  # pyproj reads any object with to_wkt() (rasterio CRS)
+    src, dst = (crs, "EPSG:4326") if not inverse else ("EPSG:4326", crs)
+    return Transformer.from_crs(src, dst, always_xy=True)
+
+
+def _apply(tr: Transformer, geom: BaseGeometry) -> BaseGeometry:
+    def fn(xy: np.ndarray) -> np.ndarray:
+        x, y = tr.transform(xy[:, 0], xy[:, 1])
+        return np.column_stack([x, y])
+
+    return shapely.transform(geom, fn)
+
+
+def _pixel_to_lonlat_fn(grid: Grid):
+    """(N, 2) pixel (col, row) -> (N, 2) lon/lat through the grid transform and CRS."""
+    t, tr = grid.transform, _crs_transformer(grid)
+
+    def fn(xy: np.ndarray) -> np.ndarray:
+        x = t.a * xy[:, 0] + t.b * xy[:, 1] + t.c
+        y = t.d * xy[:, 0] + t.e * xy[:, 1] + t.f
+        lon, lat = tr.transform(x, y)
+        return np.column_stack([lon, lat])
+
+    return fn
+
+
+def pixel_polygon(region: Region, grid: Grid) -> BaseGeometry:
+    """A region's polygon back in pixel coordinates (col, row) of `grid`."""
+    geom = region.geometry()
+    if not grid.georeferenced:
+        return geom
+    geom = _apply(_crs_transformer(grid, inverse=True), geom)
+    t = ~grid.transform
+    return shapely.affinity.affine_transform(geom, [t.a, t.b, t.d, t.e, t.c, t.f])
+
+
+def pixel_polygons(regions: Sequence[Region], grid: Grid) -> np.ndarray:
+    """Every region's polygon in pixel coordinates (col, row): one vectorised transform, not one per region."""
+    geoms = np.array([r.geometry() for r in regions], dtype=object)
+    if not grid.georeferenced or not len(geoms):
+        return geoms
+    tr, t = _crs_transformer(grid, inverse=True), ~grid.transform
+
+    def fn(xy: np.ndarray) -> np.ndarray:
+        x, y = tr.transform(xy[:, 0], xy[:, 1])
+        return np.column_stack([t.a * x + t.b * y + t.c, t.d * x + t.e * y + t.f])
+
+    return shapely.transform(geoms, fn)
+
+
+def geodesic_area_m2(geom_lonlat: BaseGeometry) -> float:
+    """Area in m² on the WGS84 ellipsoid of a lon/lat (multi)polygon."""
+    polys = _parts(geom_lonlat)
+    return float(sum(abs(_GEOD.geometry_area_perimeter(orient(p, 1.0))[0]) for p in polys))
+
+
+# ---------------------------------------------------------------- regions
+
+
+def regions_from_rasters(
+    change_tif: Path,
+    prob_tif: Path | None,
+    grid: Grid,
+    min_area_m2: float = 0.0,
+    min_area_px: int = 0,
+    tile: int = 2048,
+) -> list[Region]:
+    """Regions of change.tif (1 change / 0 no change / 255 nodata) on `grid`, largest first.
+
+    area_m2: pixels x pixel area (projected CRS), geodesic WGS84 area (geographic CRS), None
+    (not georeferenced). confidence: mean change_prob (float 0..1) inside the region; 1.0 when
+    `prob_tif` is None. Regions under `min_area_px`, or under `min_area_m2` where area_m2 is
+    known, are dropped. Per-region work is vectorised (shapely/pyproj arrays).
+    """
+    with rasterio.open(change_tif) as ds:
+        if (ds.width, ds.height) != (grid.width, grid.height):
+            raise InputError(
+                f"{change_tif} is {ds.width}x{ds.height} px but the grid is {grid.width}x{grid.height}: "
+                "describe the change raster on the grid it was written on"
+            )
+    polys = np.array(polygonize_windows(change_tif, tile), dtype=object)
+    area_px = np.rint(shapely.area(polys)).astype(np.int64)
+    polys, area_px = polys[area_px >= min_area_px], area_px[area_px >= min_area_px]
+    cxy = shapely.get_coordinates(shapely.centroid(polys)).reshape(-1, 2)
+    geoms, cll, area_m2 = polys, None, None
+    if grid.georeferenced:
+        fn = _pixel_to_lonlat_fn(grid)
+        geoms = shapely.transform(polys, fn)
+        cll = fn(cxy)
+        area_m2 = np.array([geodesic_area_m2(g) for g in geoms]) if grid.is_geographic else area_px * grid.pixel_area_m2
+        keep = area_m2 >= min_area_m2
+        polys, geoms, area_px, area_m2, cxy, cll = polys[keep], geoms[keep], area_px[keep], area_m2[keep], cxy[keep], cll[keep]
+    boxes = np.rint(shapely.bounds(polys)).astype(np.int64).reshape(-1, 4)
+    size = area_m2 if area_m2 is not None else area_px
+    order = np.lexsort((cxy[:, 1], cxy[:, 0], boxes[:, 0], boxes[:, 1], -size))  # last key sorts first
+    conf = _confidences(prob_tif, change_tif, polys[order], tile)
+    polygons = geojson_dicts(geoms[order])
+    out = []
+    for i, k in enumerate(order):
+        out.append(
+            Region(
+                id=i + 1,
+                polygon=polygons[i],
+                bbox_px=tuple(int(v) for v in boxes[k]),
+                centroid_px=(float(cxy[k, 0]), float(cxy[k, 1])),
+                centroid_lonlat=None if cll is None else (float(cll[k, 0]), float(cll[k, 1])),
+                sector=grid.sector_of(cxy[k, 0], cxy[k, 1]),
+                area_m2=None if area_m2 is None else float(area_m2[k]),
+                area_px=int(area_px[k]),
+                confidence=conf[i],
+            ).with_geometry(geoms[k])
+        )
+    return out
+
+
+def geojson_dicts(geoms: np.ndarray) -> list[dict]:
+    """GeoJSON geometry dicts of an array of shapely geometries, the same as json.loads(shapely.to_geojson(g)).
+
+    Polygons (what polygonising makes) are built from their rings' coordinate arrays in a few vectorised
+    calls; measured on 13,104 NAIP regions (1.2 M vertices) 10x faster than writing and parsing GeoJSON text,
+    which cost 3.9 s. Other geometry types go through to_geojson."""
+    geoms = np.asarray(geoms, dtype=object)
+    out: list[dict] = [{}] * len(geoms)
+    is_poly = (shapely.get_type_id(geoms) == 3) & ~shapely.is_empty(geoms)  # 3: shapely.GeometryType.POLYGON
+    for i in np.flatnonzero(~is_poly):
+        out[i] = json.loads(shapely.to_geojson(geoms[i]))
+    idx = np.flatnonzero(is_poly)
+    if not len(idx):
+        return out
+    rings, ring_owner = shapely.get_rings(geoms[idx], return_index=True)  # exterior first, then holes
+    coords, coord_ring = shapely.get_coordinates(rings, return_index=True)
+    ring_ends = np.searchsorted(coord_ring, np.arange(1, len(rings)))
+    ring_lists = [c.tolist() for c in np.split(coords, ring_ends)]
+    owner_ends = np.searchsorted(ring_owner, np.arange(1, len(idx)))
+    starts = np.concatenate([[0], owner_ends])
+    stops = np.concatenate([owner_ends, [len(rings)]])
+    for j, i in enumerate(idx):
+        out[i] = {"type": "Polygon", "coordinates": ring_lists[starts[j]:stops[j]]}
+    return out
+
+
+def _confidences(prob_tif: Path | None, change_tif: Path, polys: np.ndarray, tile: int) -> list[float]:
+    """Mean of change_prob over each region's pixels, clipped to [0, 1].
+
+    Window by window, without burning polygons: the window's 4-connected pieces of change == 1 are
+    labelled (scipy), their probabilities summed per label, and each piece is matched to the region
+    holding its first pixel's centre (one vectorised STRtree query). A region's pixels are exactly the
+    pieces inside it, so this equals the mean under the polygon at a cost that follows the pixels, not
+    the vertices."""
+    n = len(polys)
+    if prob_tif is None:
+        return [1.0] * n
+    from scipy import ndimage
+
+    tree = shapely.STRtree(polys)
+    four = ndimage.generate_binary_structure(2, 1)
+    sums, counts = np.zeros(n), np.zeros(n)
+    with rasterio.open(prob_tif) as ds, rasterio.open(change_tif) as ch:
+        dtype = np.dtype(ds.dtypes[0])
+        scale = 1.0 / np.iinfo(dtype).max if dtype.kind in "ui" else 1.0  # integer probabilities: full range = 1
+        for r0 in range(0, ds.height, tile):
+            for c0 in range(0, ds.width, tile):
+                win = Window(c0, r0, min(tile, ds.width - c0), min(tile, ds.height - r0))
+                change = ch.read(1, window=win) == CHANGE
+                if not change.any():
+                    continue
+                vals = ds.read(1, window=win, masked=True)
+                v = np.asarray(vals.data, dtype=np.float64) * scale
+                ok = ~np.ma.getmaskarray(vals) & np.isfinite(v)
+                labels, k = ndimage.label(change, structure=four)
+                lab_ok = labels[ok & change]
+                psum = np.bincount(lab_ok, weights=v[ok & change], minlength=k + 1)
+                pcnt = np.bincount(lab_ok, minlength=k + 1)
+                flat = np.flatnonzero(labels)  # raster order
+                _, first = np.unique(labels.ravel()[flat], return_index=True)  # labels 1..k, first pixel of each
+                rows, cols = np.divmod(flat[first], labels.shape[1])
+                pts = shapely.points(c0 + cols + 0.5, r0 + rows + 0.5)
+                piece, region = tree.query(pts, predicate="within")
+                np.add.at(sums, region, psum[piece + 1])
+                np.add.at(counts, region, pcnt[piece + 1])
+    means = np.divide(sums, counts, out=np.zeros(n), where=counts > 0)
+    return np.clip(means, 0.0, 1.0).tolist()
+
+
+# ---------------------------------------------------------------- classes
+
+
+def assign_transitions(regions: list[Region], from_map: np.ndarray | None, to_map: np.ndarray | None, *, grid: Grid) -> list[Region]:
+    """From / to class per region from whole-scene class maps (uint8 codes, NODATA unknown) on `grid`: the
+    regions are burnt into a label map and counted by the same `TransitionHistogram` as `landcover_stage`.
+    A missing map counts as unknown, so its regions stay "unknown"."""
+    from rasterio.features import rasterize
+
+    if from_map is None and to_map is None or not regions:
+        return list(regions)
+    for m in (from_map, to_map):
+        if m is not None and m.shape != grid.shape:
+            raise InputError(f"class map shape {m.shape} differs from the grid {grid.shape}: classify on the same grid")
+    unknown = np.full(grid.shape, NODATA_U8, np.uint8)
+    labels = rasterize([(pixel_polygon(r, grid), r.id) for r in regions], out_shape=grid.shape, fill=0, dtype="int32")
+    hist = TransitionHistogram(max(r.id for r in regions) + 1)
+    hist.add(labels, unknown if from_map is None else from_map, unknown if to_map is None else to_map)
+    return hist.apply(regions)[0]
+
+
+# ---------------------------------------------------------------- S2M quadruples and filtering
+
+
+def quadruples(regions: list[Region], grid: Grid) -> list[Quadruple]:
+    """One quadruple per (sector, from, to, how), largest total area first (S2M grouping)."""
+    groups: dict[tuple[str, str, str, str], list[Region]] = defaultdict(list)
+    for r in regions:
+        groups[(r.sector, r.from_class, r.to_class, r.how)].append(r)
+    geo = grid.georeferenced
+    quads = []
+    for (sector, fc, tc, how), regs in groups.items():
+        if geo:
+            bounds = shapely.bounds(np.array([r.geometry() for r in regs], dtype=object)).reshape(-1, 4)
+            bbox = (bounds[:, 0].min(), bounds[:, 1].min(), bounds[:, 2].max(), bounds[:, 3].max())
+            weights = np.array([r.area_m2 or 0.0 for r in regs])
+            pts = np.array([r.centroid_lonlat for r in regs])
+            w = weights if weights.sum() > 0 else np.ones(len(regs))
+            lonlat = (float(np.average(pts[:, 0], weights=w)), float(np.average(pts[:, 1], weights=w)))
+            areas = {"total_area_m2": float(weights.sum())}
+        else:
+            b = np.array([r.bbox_px for r in regs])
+            bbox = (b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max())
+            lonlat = None
+            areas = {"total_area_px": int(sum(r.area_px for r in regs))}
+        quads.append(
+            Quadruple(
+                where=Where(sector=sector, bbox=tuple(float(v) for v in bbox), lonlat=lonlat),
+                what=What(**{"from": fc, "to": tc}),
+                how=how,
+                how_many=len(regs),
+                region_ids=sorted(r.id for r in regs),
+                **areas,
+            )
+        )
+    order = {s: i for i, s in enumerate(SECTORS)}
+    quads.sort(key=lambda q: (-(q.total_area_m2 if q.total_area_m2 is not None else q.total_area_px or 0), order[q.where.sector], q.what.from_, q.what.to, q.how))
+    return quads
+
+
+def filter_regions(regions: list[Region], query: ChangeQuery, grid: Grid) -> list[Region]:
+    """Regions matching the query's area, classes (query.wants), direction and min_area_m2.
+
+    min_area_m2 applies only where area_m2 is known (not on unreferenced scenes); a bbox area
+    on an unreferenced scene is an InputError (there are no lon/lat to compare with).
+    """
+    area = query.area
+    sel = None
+    if isinstance(area, BBoxArea):
+        if not grid.georeferenced:
+            raise InputError(
+                "this scene has no georeference, so a lon/lat box cannot be placed on it: ask about a sector "
+                "(e.g. 'the north-east') or the whole scene instead"
+            )
+        sel = box(*area.bbox)
+    hows = _DIRECTION_HOWS.get(query.direction)
+    out = []
+    for r in regions:
+        if isinstance(area, SectorArea) and r.sector != area.sector:
+            continue
+        if sel is not None and not sel.intersects(r.geometry()):
+            continue
+        if not query.wants(r.from_class, r.to_class):
+            continue
+        if hows is not None and r.how not in hows:
+            continue
+        if r.area_m2 is not None and r.area_m2 < query.min_area_m2:
+            continue
+        out.append(r)
+    return out

@@ -1,0 +1,361 @@
+"""The perception pipeline without the agent: pair -> change rasters -> regions -> quadruples -> maps.
+
+`geodelta detect` runs `run_detect`; the agent's tools call the stages one by one (`detect_stage`,
+`describe_stage`, `render_stage`) so each tool call produces one audited result.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+
+from geodelta.contracts import ChangeQuery, Progress, Quadruple, Region
+from geodelta.perception.change import engines
+from geodelta.perception.change import maskers as change
+from geodelta.perception.describe import caption as captioning
+from geodelta.perception.describe import regions as describe
+from geodelta.perception.io.grid import Grid
+from geodelta.perception.io.reader import AlignedPair, ImageSource, open_pair
+from geodelta.perception.io.tiling import iter_windows
+from geodelta.perception.render import cog, webmap
+from geodelta.perception.render import outputs as render
+
+# progress(stage, done, total): the CLI shows it as a rich bar, the agent streams it as events.
+
+THUMB_SIZE = 1024  # px, longest side of the overlay / map thumbnails
+# Small components are removed per tile only up to the size the tile halo can see whole
+# (change.halo_for(radius=1, min_pixels=24) <= change.HALO); larger minimum areas are applied
+# exactly to the polygons after stitching (describe.regions_from_rasters).
+MAX_TILE_MIN_PIXELS = 24
+SUMMARY_REGIONS = 100  # regions (largest first) and region ids per quadruple kept in summary.json
+
+
+@dataclass
+class Detection:
+    """What the change stage left on disk, plus the regions found in it."""
+
+    out_dir: Path
+    grid: Grid
+    method: str
+    params: dict[str, Any]
+    change_tif: Path
+    prob_tif: Path
+    regions: list[Region]
+    changed_px: int
+    valid_px: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def detect_stage(
+    pair: AlignedPair,
+    out_dir: Path,
+    *,
+    method: str = "auto",
+    min_area_m2: float = 0.0,
+    min_area_px: int = 16,
+    tile: int = 1024,
+    progress: Progress | None = None,
+    engine: str = "local",
+    engine_opts: dict | None = None,
+    masker_opts: dict | None = None,
+    device: str | None = None,
+) -> Detection:
+    """Fit the masker on a scene-wide sample, score tile by tile, write change.tif / change_prob.tif.
+
+    Peak memory follows `tile` (plus the masker's halo), not the scene size. `engine` ("local" or
+    "dask", see engines.py) runs the windows; `engine_opts` go to it (scheduler, workers); `masker_opts`
+    go to the masker (e.g. `weights` of the learned model); `device` (auto|cpu|cuda) to maskers that run a
+    torch model (learned, auto), passed by the caller rather than read from the environment.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    grid = pair.grid
+    keep = change.change_band_indices(pair.band_names)  # None: compare every band
+    roles = pair_roles(pair)
+    if keep is not None:
+        roles = {role: keep.index(i) for role, i in roles.items() if i in keep}
+    # Maskers that need to know which band is red / NIR (learned, water, auto) take `roles`; `auto` also
+    # takes the pixel size it picks by (`scene`).
+    sig = inspect.signature(change.masker_class(method) if method in change.MASKERS else object).parameters
+    opts = dict(masker_opts or {}) | ({"roles": roles} if "roles" in sig else {})  # e.g. the learned model's weights
+    if "scene" in sig:
+        opts["scene"] = {"pixel_m": pixel_size_m(grid)}
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.values())  # auto: **learned options
+    if device is not None and "device" not in opts and ("device" in sig or takes_any):
+        opts["device"] = device
+    masker = change.get_masker(method, **opts)
+    if keep is not None:
+        masker = change.BandSubset(masker, keep, [pair.band_names[i] for i in keep])
+    timings: dict[str, float] = {}
+
+    run_change = engines.get_engine(engine)
+    # Components smaller than this are removed per tile (with halo); regions crossing tiles are
+    # measured again after polygonising, so the final size filter is exact.
+    min_px = _min_pixels(grid, min_area_m2, min_area_px)
+    change_tif, prob_tif = out_dir / "change.tif", out_dir / "change_prob.tif"
+    with engines.started(engine, engine_opts) as resolve:  # a Dask cluster starts while the masker fits
+        t0 = time.perf_counter()
+        a_s, b_s = pair.sample()
+        params = masker.fit(a_s, b_s)
+        timings["fit_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        opts = resolve()
+        timings["engine_start_s"] = time.perf_counter() - t0  # waiting for the cluster after the fit
+        t0 = time.perf_counter()
+        changed, valid_total = run_change(pair, masker, params, (change_tif, prob_tif), tile, progress,
+                                          min_pixels=min(min_px, MAX_TILE_MIN_PIXELS), **opts)
+        timings["score_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    cog.finalise_change_rasters(change_tif, prob_tif)  # COGs; change_prob as scaled uint8
+    timings["cog_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    regions = describe.regions_from_rasters(
+        change_tif, prob_tif, grid, min_area_m2=min_area_m2, min_area_px=min_area_px if not grid.georeferenced else 0
+    )
+    timings["polygonise_s"] = time.perf_counter() - t0
+    return Detection(out_dir, grid, method, params, change_tif, prob_tif, regions, changed, valid_total, timings)
+
+
+def pixel_size_m(grid: Grid) -> float | None:
+    """Ground pixel size in metres (geometric mean of x and y): from a projected CRS, or for a geographic
+    one (OSCD's EPSG:4326) from degrees at the grid's centre latitude (111,320 m per degree of longitude at
+    the equator x cos(latitude), 110,574 m per degree of latitude); None without a georeference."""
+    if grid.pixel_area_m2:
+        return float(grid.pixel_area_m2) ** 0.5
+    if grid.crs is None or not grid.georeferenced:
+        return None
+    import math
+
+    t = grid.transform
+    lat = t.f + t.e * grid.height / 2
+    dx = abs(t.a) * 111_320.0 * math.cos(math.radians(lat))
+    dy = abs(t.e) * 110_574.0
+    return math.sqrt(dx * dy) if dx > 0 and dy > 0 else None
+
+
+def _min_pixels(grid: Grid, min_area_m2: float, min_area_px: int) -> int:
+    if grid.pixel_area_m2:
+        return int(min_area_m2 // grid.pixel_area_m2)
+    return min_area_px if not grid.georeferenced else 0
+
+
+def describe_stage(regions: list[Region], query: ChangeQuery, grid: Grid) -> tuple[list[Region], list[Quadruple], str]:
+    """Keep the regions the query asks about, group them into S2M quadruples, caption them."""
+    kept = describe.filter_regions(regions, query, grid)
+    quads = describe.quadruples(kept, grid)
+    text = captioning.caption(quads, georeferenced=grid.georeferenced, query=query)
+    return kept, quads, text
+
+
+def regions_thumbnail(regions: list[Region], grid: Grid, shape: tuple[int, int]) -> np.ndarray:
+    """uint8 (h, w) mask of the given regions at thumbnail size: the map shows what the answer counts."""
+    from affine import Affine
+    from rasterio.features import rasterize
+
+    h, w = shape
+    if not regions:
+        return np.zeros(shape, np.uint8)
+    geoms = describe.pixel_polygons(regions, grid)
+    return rasterize(((g, 1) for g in geoms), out_shape=shape, transform=Affine.scale(grid.width / w, grid.height / h),
+                     fill=0, dtype="uint8", all_touched=True)
+
+
+def change_thumbnail(change_tif: Path, shape: tuple[int, int]) -> np.ndarray:
+    """uint8 (h, w) change mask (1 = change) at thumbnail size: a decimated read, served by the COG's overviews."""
+    from rasterio.enums import Resampling
+
+    with rasterio.open(change_tif) as ds:
+        return (ds.read(1, out_shape=shape, resampling=Resampling.nearest) == 1).astype(np.uint8)
+
+
+def render_stage(pair: AlignedPair, det: Detection, regions: list[Region], out_dir: Path, *, title: str = "",
+                 source: str | None = None) -> dict[str, str]:
+    """Write overlay.png, map.html, regions.geojson and regions.gpkg; return kind -> path.
+
+    Sizes do not grow with the scene's pixels: thumbnails are decimated reads (the change mask from
+    its COG overviews when every region is drawn; the kept regions rasterised otherwise), and the map
+    draws the `webmap.MAX_REGIONS` largest regions. `source`: the tool call behind the regions (popups)."""
+    before_rgb = pair.rgb("before", THUMB_SIZE)
+    after_rgb = pair.rgb("after", THUMB_SIZE)
+    every = len(regions) == len(det.regions) and Path(det.change_tif).exists()
+    shape = after_rgb.shape[:2]
+    thumb = change_thumbnail(det.change_tif, shape) if every else regions_thumbnail(regions, det.grid, shape)
+    geo = det.grid.georeferenced
+    file_geoms = render.file_geometries(regions, det.grid)  # simplified to the pixel once, for both region files
+    maps = {
+        "png": render.overlay_png(before_rgb, after_rgb, thumb, det.grid, out_dir / "overlay.png", regions=regions, title=title),
+        "html": render.map_html(after_rgb, det.grid, regions, out_dir / "map.html", before_rgb=before_rgb, change=thumb,
+                                title=title, source=source),
+        "geojson": render.regions_geojson(regions, out_dir / "regions.geojson", georeferenced=geo, geoms=file_geoms,
+                                          digits=render.lonlat_digits(pixel_size_m(det.grid))),
+        "gpkg": render.regions_gpkg(regions, out_dir / "regions.gpkg", georeferenced=geo, geoms=file_geoms),
+        "geotiff": det.change_tif,
+        "prob_geotiff": det.prob_tif,
+    }
+    return {k: str(v) for k, v in maps.items()}
+
+
+def run_detect(
+    before: str | Path | ImageSource,
+    after: str | Path | ImageSource,
+    out_dir: str | Path,
+    *,
+    method: str = "auto",
+    aoi: tuple[float, float, float, float] | None = None,
+    min_area_m2: float = 0.0,
+    min_area_px: int = 16,
+    tile: int = 1024,
+    query: ChangeQuery | None = None,
+    progress: Progress | None = None,
+    engine: str = "local",
+    engine_opts: dict | None = None,
+    bands: str | list[str] | None = None,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """`geodelta detect`: every output file of issue 2 in `out_dir`; returns the summary dict.
+
+    `bands` declares band roles in file order ("swir1,nir,green") for files that carry none; `device` goes to
+    detect_stage (None: the maskers resolve GEODELTA_DEVICE, as the CLI wants)."""
+    t_start = time.perf_counter()
+    out_dir = Path(out_dir)
+    t0 = time.perf_counter()
+    pair = open_pair(before, after, aoi=aoi, bands=bands)
+    t_open = time.perf_counter() - t0
+    query = query or ChangeQuery(min_area_m2=min_area_m2)
+
+    det = detect_stage(pair, out_dir, method=method, min_area_m2=min_area_m2, min_area_px=min_area_px, tile=tile, progress=progress,
+                       engine=engine, engine_opts=engine_opts, device=device)
+    t0 = time.perf_counter()
+    kept, quads, text = describe_stage(det.regions, query, det.grid)
+    t_describe = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    maps = render_stage(pair, det, kept, out_dir, source="geodelta detect")
+    t_render = time.perf_counter() - t0
+
+    summary = build_summary(pair, det, query, kept, quads, text, maps)
+    summary["timings_s"] = {
+        "open": round(t_open, 3),
+        **{k.removesuffix("_s"): round(v, 3) for k, v in det.timings.items()},
+        "describe": round(t_describe, 3),
+        "render": round(t_render, 3),
+        "total": round(time.perf_counter() - t_start, 3),
+    }
+    render.summary_json(out_dir / "summary.json", summary)
+    return summary
+
+
+def build_summary(
+    pair: AlignedPair,
+    det: Detection,
+    query: ChangeQuery,
+    regions: list[Region],
+    quads: list[Quadruple],
+    text: str,
+    maps: dict[str, str],
+) -> dict[str, Any]:
+    """The JSON-able record of one analysis (summary.json); hashes make it reproducible."""
+    grid = det.grid
+    changed_area: dict[str, float] = {"changed_px": det.changed_px, "valid_px": det.valid_px}
+    if grid.pixel_area_m2:
+        changed_area["changed_m2"] = round(det.changed_px * grid.pixel_area_m2, 2)
+    return {
+        "geodelta_version": _version(),
+        "query": query.model_dump(mode="json"),
+        "method": {"name": det.method, "params": det.params,
+                   **({"chosen": det.params["chosen"], "reason": det.params["reason"]} if "chosen" in det.params else {})},
+        "inputs": {
+            "before": pair.scene_ref("before").model_dump(mode="json"),
+            "after": pair.scene_ref("after").model_dump(mode="json"),
+            "bands": pair.band_names,
+            "band_roles": pair.band_roles,
+            "band_roles_source": pair.roles_source,
+        },
+        "grid": {
+            "crs": grid.crs.to_string() if grid.crs else None,
+            "transform": list(grid.transform)[:6],
+            "width": grid.width,
+            "height": grid.height,
+            "georeferenced": grid.georeferenced,
+        },
+        "change": changed_area,
+        "n_regions": len(regions),
+        # the largest regions only, without their polygons: summary.json stays small at any scale (the
+        # largest regions carry the most vertices); every region with its polygon is in regions.gpkg
+        "regions": [r.model_dump(mode="json", exclude={"polygon"}) for r in webmap.largest(regions, SUMMARY_REGIONS)],
+        "regions_file": "regions.gpkg",
+        "quadruples": [_capped_ids(q.to_json()) for q in quads],
+        "caption": text,
+        "classes_known": any(r.from_class != "unknown" or r.to_class != "unknown" for r in regions),
+        "outputs": {k: Path(v).name for k, v in maps.items()},
+    }
+
+
+def _capped_ids(quad: dict) -> dict:
+    """A quadruple's region_ids cut to the SUMMARY_REGIONS smallest ids (= the largest regions); how_many keeps the count."""
+    ids = quad.get("region_ids") or []
+    if len(ids) > SUMMARY_REGIONS:
+        quad = quad | {"region_ids": ids[:SUMMARY_REGIONS], "region_ids_omitted": len(ids) - SUMMARY_REGIONS}
+    return quad
+
+
+def _version() -> str:
+    from geodelta import __version__
+
+    return __version__
+
+
+def pair_roles(pair: AlignedPair) -> dict[str, int]:
+    """Band roles (red, nir, ...) as indices into the arrays `pair.read()` returns."""
+    return dict(pair.band_roles)
+
+
+def landcover_stage(pair: AlignedPair, regions: list[Region], *, tile: int = 1024, progress: Progress | None = None) -> tuple[list[Region], dict[str, Any]]:
+    """Classify both dates tile by tile and give each region its majority from/to class (S2M `what`).
+
+    Class histograms are accumulated per region across tiles, so a region split by a tile edge gets
+    the same classes as if the scene were read whole.
+    """
+    from affine import Affine
+    from rasterio.features import rasterize
+
+    from geodelta.perception.landcover import rgb as landcover_learned
+    from geodelta.perception.landcover import rules as landcover
+    from geodelta.perception.landcover import transitions
+
+    roles = pair_roles(pair)
+    rule_set = landcover.rule_set(roles)
+    grid = pair.grid
+    if rule_set == "none" or not regions:
+        return regions, {"rule_set": rule_set, "classes_known": False, "roles": roles}
+    if rule_set == "rgb" and landcover_learned.available():  # learned chips beat the colour rules on AID (model card)
+        return landcover_learned.region_classes(pair, regions, roles, progress)
+
+    geoms = [(r.id, describe.pixel_polygon(r, grid), r.bbox_px) for r in regions]
+    # One set of scene-adapted thresholds per date, fitted on a scene-wide sample, so every tile
+    # classifies with the same rules (no seams at tile edges).
+    sample_a, sample_b = pair.sample()
+    params_a, params_b = landcover.fit(sample_a, roles), landcover.fit(sample_b, roles)
+    hist = transitions.TransitionHistogram(max(r.id for r in regions) + 1)
+    windows = list(iter_windows(grid, tile, halo=0))
+    for i, (win, _, _) in enumerate(windows):
+        c0, r0 = int(win.col_off), int(win.row_off)
+        c1, r1 = c0 + int(win.width), r0 + int(win.height)
+        shapes = [(g, rid) for rid, g, (bc0, br0, bc1, br1) in geoms if bc0 < c1 and bc1 > c0 and br0 < r1 and br1 > r0]
+        if not shapes:
+            continue
+        labels = rasterize(shapes, out_shape=(int(win.height), int(win.width)), transform=Affine.translation(c0, r0), fill=0, dtype="int32")
+        a, b, valid = pair.read(win)
+        cls_a, conf_a = landcover.classify(a, roles, valid, params=params_a)
+        cls_b, conf_b = landcover.classify(b, roles, valid, params=params_b)
+        hist.add(np.where(valid, labels, 0), cls_a, cls_b, conf_a, conf_b)
+        if progress:
+            progress("land cover", i + 1, len(windows))
+    out, counts = hist.apply(regions)
+    return out, {"rule_set": rule_set, "classes_known": True, "caveat": landcover.CAVEATS.get(rule_set), "roles": roles, "transitions": counts}

@@ -1,0 +1,1 @@
+"""Region refinement (SAM and the morphological fallback): coarse change regions -> precise boundaries."""
