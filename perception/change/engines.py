@@ -199,6 +199,10 @@ def _block_counts(change_block: np.ndarray, *_stored: Any) -> np.ndarray:
     return np.array(_counts(change_block), np.int64).reshape(1, 1, 2)
 
 
+# Environment of LocalCluster worker processes (read at their start, before numpy loads OpenBLAS).
+WORKER_THREAD_ENV = {"GEODELTA_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
 def _client(scheduler: str | None, workers: int | None, client: Any | None):
     """(client, cluster-to-close) for an address, a LocalCluster of `workers` processes, or a given client."""
     from dask.distributed import Client, LocalCluster
@@ -215,8 +219,10 @@ def _client(scheduler: str | None, workers: int | None, client: Any | None):
     if n < 1:
         raise InputError(f"--workers must be >= 1, got {workers}")
     # No dashboard; the scheduler's small HTTP health server binds 127.0.0.1 too (8787, or any free port).
+    # Each worker process runs one task at a time, so the libraries inside it get one thread too: with their
+    # defaults (onnxruntime and OpenBLAS one thread per CPU) 2 workers ran 4 busy threads on 2 CPUs.
     cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                           dashboard_address=None)
+                           dashboard_address=None, env=dict(WORKER_THREAD_ENV))
     return Client(cluster), cluster
 
 

@@ -42,7 +42,8 @@ def load_session(path: str | Path, threads: int | None = None) -> tuple[Any, dic
         raise ConfigError(f"learned-model file not found at {path}: export one with "
                           f"`python -m geodelta.perception.learned.onnx_export --out {path}` or reinstall geodelta")
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = int(threads or min(os.cpu_count() or 1, 8))
+    env = os.environ.get("GEODELTA_THREADS")  # e.g. 1 in a Dask worker process (engines.WORKER_THREAD_ENV)
+    opts.intra_op_num_threads = int(threads or (int(env) if env else min(os.cpu_count() or 1, 8)))
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     try:
