@@ -46,6 +46,10 @@ def load_session(path: str | Path, threads: int | None = None) -> tuple[Any, dic
     opts.intra_op_num_threads = int(threads or (int(env) if env else min(os.cpu_count() or 1, 8)))
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # No memory pattern (pre-planned buffers per input shape): measured on a 1088 px window, peak RSS 865 MB
+    # instead of 1,412 MB at the same speed (1.7 vs 1.9 s per run, 2 threads); the arena itself stays on
+    # (without it 3.2 s per run).
+    opts.enable_mem_pattern = False
     try:
         sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types for corrupt or foreign files
