@@ -198,29 +198,17 @@ def test_summary_json_sorted_and_plain(tmp_path, demo):
     assert render.summary_json(tmp_path / "again.json", payload).read_text() == text
 
 
-def test_region_files_are_simplified_to_the_pixel(demo, levir):
-    """Every region stays, as a valid polygon whose vertices are corners of its exact pixel outline, within
-    a pixel of it, with fewer vertices; areas in the attributes are still the exact pixel counts."""
-    for case in (demo, levir):
-        regions, grid = case["regions"], case["grid"]
-        exact_px = describe.pixel_polygons(regions, grid)
-        simple = render.file_geometries(regions, grid)
-        assert len(simple) == len(regions) and shapely.is_valid(simple).all()
-        simple_px = describe.pixel_polygons([r.model_copy(update={"polygon": json.loads(shapely.to_geojson(g))})
-                                             for r, g in zip(regions, simple)], grid)
-        corners = shapely.get_coordinates(simple_px)
-        assert np.abs(corners - np.rint(corners)).max() < 1e-6  # pixel corners
-        assert shapely.get_num_coordinates(simple_px).sum() < 0.8 * shapely.get_num_coordinates(exact_px).sum()
-        assert (shapely.hausdorff_distance(simple_px, exact_px) <= 1.0).all()  # within a pixel of the exact outline
-        area = shapely.area(simple_px).sum()
-        assert abs(area - sum(r.area_px for r in regions)) < 0.01 * area
-    gpkg = render.regions_gpkg(demo["regions"], demo["out"] / "s.gpkg", georeferenced=True,
-                               geoms=render.file_geometries(demo["regions"], demo["grid"]))
+def test_region_files_hold_the_region_polygons(demo):
+    """regions.gpkg / regions.geojson carry each region's own (simplified) polygon and exact pixel areas."""
+    gpkg = render.regions_gpkg(demo["regions"], demo["out"] / "s.gpkg", georeferenced=True)
     meta, _, geom, fields = pyogrio.raw.read(gpkg, layer="regions")
     assert len(geom) == len(demo["regions"])
     assert fields[list(meta["fields"]).index("area_px")].sum() == sum(r.area_px for r in demo["regions"])
-    exact = render.file_geometries(demo["regions"], demo["grid"], tolerance_px=0)
-    assert all(a.equals(r.geometry()) for a, r in zip(exact, demo["regions"]))
+    assert all(shapely.from_wkb(g).equals(r.geometry()) for g, r in zip(geom, demo["regions"]))
+    gj = json.loads(render.regions_geojson(demo["regions"], demo["out"] / "s.geojson", georeferenced=True, digits=6).read_text())
+    first = shapely.geometry.shape(gj["features"][0]["geometry"])
+    assert first.hausdorff_distance(demo["regions"][0].geometry()) < 1e-6
+    assert all(len(str(c).split(".")[1]) <= 6 for c in gj["features"][0]["geometry"]["coordinates"][0][0])
 
 
 def test_lonlat_digits_follow_the_pixel():

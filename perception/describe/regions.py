@@ -4,6 +4,11 @@ Polygons are built in PIXEL coordinates (col, row; integer vertices, so window p
 exactly) and only then moved to the scene CRS / EPSG:4326. Regions are 4-connected components
 of change == 1 (rasterio.features.shapes' default connectivity; two pixels touching only at a
 corner are two regions, also across window borders).
+
+A region's polygon is its exact pixel outline simplified to the pixel (`simplify_to_pixel`, SIMPLIFY_PX):
+the exact outline spends two vertices on every one-pixel stair step, which made regions.geojson and
+regions.gpkg 73 % of detect's bytes and the region list most of its memory. Everything measured per pixel
+(area_px, area_m2, centroid, bbox, confidence) comes from the exact outline.
 """
 
 from __future__ import annotations
@@ -175,6 +180,29 @@ def geodesic_area_m2(geom_lonlat: BaseGeometry) -> float:
 # ---------------------------------------------------------------- regions
 
 
+# Douglas-Peucker tolerance (pixels) of region polygons: just over half a pixel diagonal (0.707), so every
+# one-pixel stair step of a pixel-edge outline becomes one diagonal edge and every vertex kept is one of the
+# exact outline's pixel corners. Measured on the 4000 px NAIP mosaic (13,104 irmad regions): 2.7x fewer
+# vertices, polygon area off by 0.26 % in total (4,745 learned regions: 0.42 %), each outline within 1 px.
+SIMPLIFY_PX = 0.71
+
+
+def simplify_to_pixel(polys: np.ndarray, tolerance_px: float = SIMPLIFY_PX) -> np.ndarray:
+    """Pixel-space polygons simplified by `tolerance_px` (0: unchanged).
+
+    Douglas-Peucker without topology repair (8x faster than with it on 13,104 regions, the same vertices);
+    a polygon that comes out invalid is simplified again preserving topology, one that collapses stays exact."""
+    polys = np.asarray(polys, dtype=object)
+    if tolerance_px <= 0 or not len(polys):
+        return polys
+    simple = shapely.simplify(polys, tolerance_px, preserve_topology=False)
+    bad = ~shapely.is_valid(simple)
+    if bad.any():
+        simple[bad] = shapely.simplify(polys[bad], tolerance_px, preserve_topology=True)
+    collapsed = shapely.is_empty(simple) | (shapely.area(simple) <= 0)
+    return np.where(collapsed, polys, simple)
+
+
 def regions_from_rasters(
     change_tif: Path,
     prob_tif: Path | None,
@@ -182,13 +210,15 @@ def regions_from_rasters(
     min_area_m2: float = 0.0,
     min_area_px: int = 0,
     tile: int = 2048,
+    simplify_px: float = SIMPLIFY_PX,
 ) -> list[Region]:
     """Regions of change.tif (1 change / 0 no change / 255 nodata) on `grid`, largest first.
 
     area_m2: pixels x pixel area (projected CRS), geodesic WGS84 area (geographic CRS), None
     (not georeferenced). confidence: mean change_prob (float 0..1) inside the region; 1.0 when
     `prob_tif` is None. Regions under `min_area_px`, or under `min_area_m2` where area_m2 is
-    known, are dropped. Per-region work is vectorised (shapely/pyproj arrays).
+    known, are dropped. Polygons: the pixel outline simplified by `simplify_px` (0: exact; see the
+    module docstring). Per-region work is vectorised (shapely/pyproj arrays).
     """
     with rasterio.open(change_tif) as ds:
         if (ds.width, ds.height) != (grid.width, grid.height):
@@ -200,18 +230,21 @@ def regions_from_rasters(
     area_px = np.rint(shapely.area(polys)).astype(np.int64)
     polys, area_px = polys[area_px >= min_area_px], area_px[area_px >= min_area_px]
     cxy = shapely.get_coordinates(shapely.centroid(polys)).reshape(-1, 2)
-    geoms, cll, area_m2 = polys, None, None
+    cll, area_m2, fn = None, None, None
     if grid.georeferenced:
         fn = _pixel_to_lonlat_fn(grid)
-        geoms = shapely.transform(polys, fn)
         cll = fn(cxy)
-        area_m2 = np.array([geodesic_area_m2(g) for g in geoms]) if grid.is_geographic else area_px * grid.pixel_area_m2
+        area_m2 = (np.array([geodesic_area_m2(g) for g in shapely.transform(polys, fn)]) if grid.is_geographic
+                   else area_px * grid.pixel_area_m2)
         keep = area_m2 >= min_area_m2
-        polys, geoms, area_px, area_m2, cxy, cll = polys[keep], geoms[keep], area_px[keep], area_m2[keep], cxy[keep], cll[keep]
+        polys, area_px, area_m2, cxy, cll = polys[keep], area_px[keep], area_m2[keep], cxy[keep], cll[keep]
     boxes = np.rint(shapely.bounds(polys)).astype(np.int64).reshape(-1, 4)
     size = area_m2 if area_m2 is not None else area_px
     order = np.lexsort((cxy[:, 1], cxy[:, 0], boxes[:, 0], boxes[:, 1], -size))  # last key sorts first
-    conf = _confidences(prob_tif, change_tif, polys[order], tile)
+    conf = _confidences(prob_tif, change_tif, polys[order], tile)  # on the exact outlines
+    geoms = simplify_to_pixel(polys, simplify_px)
+    if fn is not None:
+        geoms = shapely.transform(geoms, fn)
     polygons = geojson_dicts(geoms[order])
     out = []
     for i, k in enumerate(order):

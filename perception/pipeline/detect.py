@@ -188,14 +188,13 @@ def render_stage(pair: AlignedPair, det: Detection, regions: list[Region], out_d
     shape = after_rgb.shape[:2]
     thumb = change_thumbnail(det.change_tif, shape) if every else regions_thumbnail(regions, det.grid, shape)
     geo = det.grid.georeferenced
-    file_geoms = render.file_geometries(regions, det.grid)  # simplified to the pixel once, for both region files
     maps = {
         "png": render.overlay_png(before_rgb, after_rgb, thumb, det.grid, out_dir / "overlay.png", regions=regions, title=title),
         "html": render.map_html(after_rgb, det.grid, regions, out_dir / "map.html", before_rgb=before_rgb, change=thumb,
                                 title=title, source=source),
-        "geojson": render.regions_geojson(regions, out_dir / "regions.geojson", georeferenced=geo, geoms=file_geoms,
+        "geojson": render.regions_geojson(regions, out_dir / "regions.geojson", georeferenced=geo,
                                           digits=render.lonlat_digits(pixel_size_m(det.grid))),
-        "gpkg": render.regions_gpkg(regions, out_dir / "regions.gpkg", georeferenced=geo, geoms=file_geoms),
+        "gpkg": render.regions_gpkg(regions, out_dir / "regions.gpkg", georeferenced=geo),
         "geotiff": det.change_tif,
         "prob_geotiff": det.prob_tif,
     }

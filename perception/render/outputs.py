@@ -3,9 +3,8 @@
 Vectors: EPSG:4326 lon/lat when the scene is georeferenced, pixel (col, row) coordinates
 otherwise, declared in every file. The offline Leaflet map lives in `webmap.py`.
 
-The region files hold every region, with polygons simplified to the pixel (`file_geometries`): exact
-pixel-edge outlines spend two vertices on every one-pixel stair step and made regions.geojson and
-regions.gpkg 73 % of detect's bytes. Areas in the attributes stay the exact pixel counts.
+The region files hold every region with its polygon as describe made it (simplified to the pixel); areas in
+the attributes are the exact pixel counts.
 """
 
 from __future__ import annotations
@@ -69,36 +68,6 @@ def _properties(r: Region, georeferenced: bool) -> dict[str, Any]:
     return props
 
 
-# Douglas-Peucker tolerance (pixels) of the region files: just over half a pixel diagonal (0.707), so every
-# one-pixel stair step of a pixel-edge outline becomes one diagonal edge, and every vertex kept is one of the
-# exact outline's pixel corners. Measured on the 4000 px NAIP mosaic (13,104 irmad regions): 2.7x fewer
-# vertices, polygon area off by 0.26 % in total (4,745 learned regions: 0.42 %).
-SIMPLIFY_PX = 0.71
-
-
-def file_geometries(regions: Sequence[Region], grid: Grid, tolerance_px: float = SIMPLIFY_PX) -> np.ndarray:
-    """The regions' polygons for regions.geojson / regions.gpkg: simplified by `tolerance_px` in pixel space,
-    in the files' coordinates (lon/lat when georeferenced, else pixels). 0 keeps the exact outlines.
-
-    Douglas-Peucker without topology repair (8x faster on 13,104 regions, same vertices); a polygon that
-    comes out invalid is simplified again preserving topology, one that collapses stays exact."""
-    from geodelta.perception.describe import regions as describe
-
-    exact = np.array([r.geometry() for r in regions], dtype=object)
-    if tolerance_px <= 0 or not len(exact):
-        return exact
-    px = describe.pixel_polygons(regions, grid)
-    simple = shapely.simplify(px, tolerance_px, preserve_topology=False)
-    bad = ~shapely.is_valid(simple)
-    if bad.any():
-        simple[bad] = shapely.simplify(px[bad], tolerance_px, preserve_topology=True)
-    collapsed = shapely.is_empty(simple) | (shapely.area(simple) <= 0)
-    if not grid.georeferenced:
-        return np.where(collapsed, exact, simple)
-    out = shapely.transform(simple, describe._pixel_to_lonlat_fn(grid))
-    return np.where(collapsed, exact, out)
-
-
 def lonlat_digits(pixel_m: float | None) -> int:
     """Decimals of a degree for regions.geojson: a step of at most 1/20 pixel (111,320 m per degree), 6 to 8.
 
@@ -108,12 +77,10 @@ def lonlat_digits(pixel_m: float | None) -> int:
     return int(min(8, max(6, math.ceil(math.log10(111_320.0 * 20 / pixel_m)))))
 
 
-def regions_geojson(regions: Iterable[Region], path: Path, *, georeferenced: bool, geoms: Sequence | None = None,
-                    digits: int | None = None) -> Path:
+def regions_geojson(regions: Iterable[Region], path: Path, *, georeferenced: bool, digits: int | None = None) -> Path:
     """FeatureCollection of the regions; "crs" names CRS84 (lon/lat) or the pixel engineering CRS.
 
-    `geoms`: the polygons to write, one per region (`file_geometries`; default the regions' own); `digits`:
-    decimals of lon/lat (default LONLAT_DIGITS). Streamed: features go to the file a batch at a time, so
+    `digits`: decimals of lon/lat (default LONLAT_DIGITS; `lonlat_digits` picks them from the pixel size). Streamed: features go to the file a batch at a time, so
     no whole-collection string is ever built."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -128,15 +95,12 @@ def regions_geojson(regions: Iterable[Region], path: Path, *, georeferenced: boo
         f.write(json.dumps(head, separators=(",", ":"))[:-1] + ',"features":[')
         batch: list[Region] = []
         first = True
-        start = 0
         for r in regions:
             batch.append(r)
             if len(batch) == GEOJSON_BATCH:
-                part = None if geoms is None else geoms[start:start + len(batch)]
-                first = _write_features(f, batch, georeferenced, first, part, digits)
-                start += len(batch)
+                first = _write_features(f, batch, georeferenced, first, digits)
                 batch = []
-        _write_features(f, batch, georeferenced, first, None if geoms is None else geoms[start:start + len(batch)], digits)
+        _write_features(f, batch, georeferenced, first, digits)
         f.write("]}")
     return path
 
@@ -145,12 +109,11 @@ GEOJSON_BATCH = 2_000  # features rounded and encoded together (vectorised shape
 LONLAT_DIGITS = 7  # default decimals of a degree in regions.geojson: ~1 cm (RFC 7946 suggests 6; see lonlat_digits)
 
 
-def _write_features(f, batch: list[Region], georeferenced: bool, first: bool, geoms: Sequence | None = None,
-                    digits: int = LONLAT_DIGITS) -> bool:
+def _write_features(f, batch: list[Region], georeferenced: bool, first: bool, digits: int = LONLAT_DIGITS) -> bool:
     """Append `batch` as GeoJSON features to the open file `f`; lon/lat rounded to `digits`."""
     if not batch:
         return first
-    geoms = np.array([r.geometry() for r in batch] if geoms is None else list(geoms), dtype=object)
+    geoms = np.array([r.geometry() for r in batch], dtype=object)
     if georeferenced:
         geoms = shapely.transform(geoms, lambda xy: np.round(xy, digits))
     for r, g in zip(batch, shapely.to_geojson(geoms)):
@@ -163,28 +126,24 @@ def _write_features(f, batch: list[Region], georeferenced: bool, first: bool, ge
 GPKG_BATCH = 10_000  # features per GeoPackage append: memory follows the batch, not the region count
 
 
-def regions_gpkg(regions: Iterable[Region], path: Path, *, georeferenced: bool, geoms: Sequence | None = None) -> Path:
+def regions_gpkg(regions: Iterable[Region], path: Path, *, georeferenced: bool) -> Path:
     """GeoPackage, layer "regions", EPSG:4326 (or no CRS for pixel coordinates), via pyogrio.
 
-    `geoms`: the polygons to write, one per region (`file_geometries`; default the regions' own). Written in
-    batches of GPKG_BATCH features (appends to one layer). Geometry type: Polygon when every region is one
-    polygon, else MultiPolygon (single polygons promoted)."""
+    Written in batches of GPKG_BATCH features (appends to one layer). Geometry type: Polygon when every
+    region is one polygon, else MultiPolygon (single polygons promoted)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.unlink(missing_ok=True)
     if not isinstance(regions, Sequence):
         regions = list(regions)
-    if geoms is None:
-        multi = any(r.polygon.get("type") == "MultiPolygon" for r in regions)
-    else:
-        multi = bool(len(geoms)) and bool((shapely.get_type_id(np.asarray(geoms, dtype=object)) == 6).any())  # 6: MultiPolygon
+    multi = any(r.polygon.get("type") == "MultiPolygon" for r in regions)
     names = ["id", "area_px"] + (["area_m2"] if georeferenced else []) + ["sector", "from_class", "to_class", "how", "confidence"]
     kinds = {"id": np.int64, "area_px": np.int64, "area_m2": np.float64, "confidence": np.float64}
     with warnings.catch_warnings():  # pixel coordinates have no CRS on purpose
         warnings.filterwarnings("ignore", message="'crs' was not provided")
         for start in range(0, max(len(regions), 1), GPKG_BATCH):
             batch = regions[start:start + GPKG_BATCH]
-            part = [r.geometry() for r in batch] if geoms is None else list(geoms[start:start + GPKG_BATCH])
+            part = [r.geometry() for r in batch]
             if multi:
                 part = [shapely.MultiPolygon([g]) if g.geom_type == "Polygon" else g for g in part]
             rows = [_properties(r, georeferenced) for r in batch]
