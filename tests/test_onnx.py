@@ -99,3 +99,13 @@ print(json.dumps({{"runtime": s["method"]["params"]["runtime"], "changed": s["ch
     assert res.returncode == 0, res.stderr[-2000:]
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out["runtime"] == "onnx" and not out["torch"] and out["changed"] > 0
+
+
+def test_release_memory_keeps_the_session_and_its_answers(data_dir: Path):
+    """After the change stage hands the arena back, the same session still gives the same probabilities."""
+    lv = data_dir / "levir_crops"
+    xa, xb = _prepared(lv / "A" / "test_2_0000_0000.png", lv / "B" / "test_2_0000_0000.png", 256, 256)
+    sess, _, _ = onnx_infer.load_session(str(learned.default_weights()))
+    before = onnx_infer.predict(sess, xa, xb)
+    assert onnx_infer.release_memory() >= 1
+    assert np.array_equal(onnx_infer.predict(sess, xa, xb), before)

@@ -110,6 +110,10 @@ def detect_stage(
         changed, valid_total = run_change(pair, masker, params, (change_tif, prob_tif), tile, progress,
                                           min_pixels=min(min_px, MAX_TILE_MIN_PIXELS), **opts)
         timings["score_s"] = time.perf_counter() - t0
+    if engine == "local":  # the learned model's buffers are not needed for polygonising (no-op without it)
+        from geodelta.perception.learned import onnx_infer
+
+        onnx_infer.release_memory()
 
     t0 = time.perf_counter()
     cog.finalise_change_rasters(change_tif, prob_tif)  # COGs; change_prob as scaled uint8
