@@ -99,3 +99,28 @@ def test_local_threads_write_the_same_bytes_as_one_thread(data_dir: Path, tmp_pa
         assert np.array_equal(_read(tmp_path / a)[0], _read(tmp_path / b)[0])
     with pytest.raises(InputError, match="threads"):
         engines.run_local(pair, masker, params, (tmp_path / "x.tif", tmp_path / "y.tif"), 256, threads=0)
+
+
+def _sessions_loaded() -> int:
+    from geodelta.perception.learned import onnx_infer
+
+    return onnx_infer.load_session.cache_info().currsize
+
+
+def _worker_env() -> tuple[str | None, str | None]:
+    import os
+
+    return os.environ.get("GEODELTA_THREADS"), os.environ.get("OPENBLAS_NUM_THREADS")
+
+
+def test_started_cluster_warms_the_learned_model_on_one_thread_per_worker() -> None:
+    """While the driver fits, each LocalCluster worker loads the learned model's session (once per process),
+    and its libraries run one thread each (a worker runs one task at a time)."""
+    masker = change.get_masker("auto", roles={"red": 0, "green": 1, "blue": 2}, scene={"pixel_m": 0.5})
+    assert masker.chosen == "learned"
+    with engines.started("dask", {"workers": 2}, masker) as resolve:
+        cl = resolve()["client"]
+        loaded = cl.run(_sessions_loaded)
+        envs = cl.run(_worker_env)
+    assert len(loaded) == 2 and all(n == 1 for n in loaded.values())
+    assert all(e == ("1", "1") for e in envs.values())

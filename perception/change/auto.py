@@ -99,3 +99,9 @@ class AutoMasker:
 
     def score(self, a: np.ndarray, b: np.ndarray, valid: np.ndarray, params: dict) -> np.ndarray:
         return self.inner.score(a, b, valid, params)
+
+    def warm(self) -> None:
+        """Load what the chosen masker loads once per process (engines.started runs it on Dask workers)."""
+        warm = getattr(self.inner, "warm", None)
+        if warm is not None:
+            warm()

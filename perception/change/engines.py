@@ -246,12 +246,20 @@ def _warm_imports() -> None:
     import geodelta.perception.io.reader  # noqa: F401
 
 
+def _warm_masker(masker: Any) -> None:
+    """Run on each worker: the masker's `warm()` (the learned model loads its onnxruntime session), if any."""
+    warm = getattr(masker, "warm", None)
+    if warm is not None:
+        warm()
+
+
 @contextmanager
-def started(engine: str, engine_opts: dict | None = None) -> Iterator[Callable[[], dict]]:
+def started(engine: str, engine_opts: dict | None = None, masker: Any | None = None) -> Iterator[Callable[[], dict]]:
     """Start what `engine` needs in the background now; yields `resolve()` -> the engine options to pass.
 
-    For "dask" without a client or scheduler address this starts the LocalCluster and imports GeoDelta on
-    its workers in a thread while the caller fits the masker (a cluster of 2 processes takes seconds to
+    For "dask" without a client or scheduler address this starts the LocalCluster, imports GeoDelta on
+    its workers and warms `masker` there (`warm()`: the learned model's session, loaded once per worker
+    process) in a thread while the caller fits the masker (a cluster of 2 processes takes seconds to
     start, as long as the fit), and closes it on exit. Other engines: the options unchanged."""
     opts = dict(engine_opts or {})
     if engine != "dask" or opts.get("client") is not None or opts.get("scheduler"):
@@ -262,6 +270,8 @@ def started(engine: str, engine_opts: dict | None = None) -> Iterator[Callable[[
     def start() -> tuple[Any, Any]:
         cl, cluster = _client(None, opts.get("workers"), None)
         cl.run(_warm_imports)
+        if masker is not None:
+            cl.run(_warm_masker, masker)
         return cl, cluster
 
     pool = ThreadPoolExecutor(1, thread_name_prefix="geodelta-dask-start")

@@ -321,3 +321,8 @@ class BandSubset:
 
     def score(self, a: np.ndarray, b: np.ndarray, valid: np.ndarray, params: dict) -> np.ndarray:
         return self.masker.score(a[self.indices], b[self.indices], valid, params)
+
+    def warm(self) -> None:
+        warm = getattr(self.masker, "warm", None)
+        if warm is not None:
+            warm()

@@ -263,6 +263,10 @@ class LearnedMasker:
         sess, info, sha = onnx_infer.load_session(path)
         return kind, sess, dict(info.get("meta", {})), sha
 
+    def warm(self) -> None:
+        """Load the model now (once per process): a Dask worker does it while the driver fits."""
+        self._model()
+
     def fit(self, a: np.ndarray, b: np.ndarray) -> dict:
         a = np.asarray(a, np.float32)
         b = np.asarray(b, np.float32)

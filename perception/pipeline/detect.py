@@ -98,7 +98,7 @@ def detect_stage(
     # measured again after polygonising, so the final size filter is exact.
     min_px = _min_pixels(grid, min_area_m2, min_area_px)
     change_tif, prob_tif = out_dir / "change.tif", out_dir / "change_prob.tif"
-    with engines.started(engine, engine_opts) as resolve:  # a Dask cluster starts while the masker fits
+    with engines.started(engine, engine_opts, masker) as resolve:  # a Dask cluster starts while the masker fits
         t0 = time.perf_counter()
         a_s, b_s = pair.sample()
         params = masker.fit(a_s, b_s)
