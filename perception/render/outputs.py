@@ -80,8 +80,8 @@ def lonlat_digits(pixel_m: float | None) -> int:
 def regions_geojson(regions: Iterable[Region], path: Path, *, georeferenced: bool, digits: int | None = None) -> Path:
     """FeatureCollection of the regions; "crs" names CRS84 (lon/lat) or the pixel engineering CRS.
 
-    `digits`: decimals of lon/lat (default LONLAT_DIGITS; `lonlat_digits` picks them from the pixel size). Streamed: features go to the file a batch at a time, so
-    no whole-collection string is ever built."""
+    `digits`: decimals of lon/lat (default LONLAT_DIGITS; `lonlat_digits` picks them from the pixel size).
+    Streamed: features go to the file a batch at a time, so no whole-collection string is ever built."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     head = {
@@ -143,12 +143,12 @@ def regions_gpkg(regions: Iterable[Region], path: Path, *, georeferenced: bool) 
         warnings.filterwarnings("ignore", message="'crs' was not provided")
         for start in range(0, max(len(regions), 1), GPKG_BATCH):
             batch = regions[start:start + GPKG_BATCH]
-            part = [r.geometry() for r in batch]
+            geoms = [r.geometry() for r in batch]
             if multi:
-                part = [shapely.MultiPolygon([g]) if g.geom_type == "Polygon" else g for g in part]
+                geoms = [shapely.MultiPolygon([g]) if g.geom_type == "Polygon" else g for g in geoms]
             rows = [_properties(r, georeferenced) for r in batch]
             data = [np.array([row[n] for row in rows], dtype=kinds.get(n, object)) for n in names]
-            _write_layer(path, part, data, names, multi, georeferenced, append=start > 0)
+            _write_layer(path, geoms, data, names, multi, georeferenced, append=start > 0)
     return path
 
 
