@@ -6,7 +6,6 @@ A model may reword the text later (`check_rewording`), but only if its wording k
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -197,10 +196,8 @@ def _when(series: tuple[str, dict[str, Any]] | None, query: ChangeQuery, evidenc
     return f" {subject} changed between {start} and {end} ({area})."
 
 
-_NUM = re.compile(r"\d[\d,]*(?:\.\d+)?")
-
-
 def check_rewording(original: str, reworded: str) -> bool:
     """True when a model's rewording keeps exactly the numbers of the composed text."""
-    norm = lambda s: sorted(x.replace(",", "") for x in _NUM.findall(s))  # noqa: E731
-    return norm(original) == norm(reworded)
+    from geodelta.perception.describe.grounding import numbers_in
+
+    return sorted(numbers_in(original)) == sorted(numbers_in(reworded))

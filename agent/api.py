@@ -54,6 +54,8 @@ class Assistant:
 
             # backend, model folder and sha256 of its config and weights files go into every audit event
             name = json.dumps(model_identity(self.settings), sort_keys=True)
+        if self.settings.backend == "local":
+            self.ctx.captioner = self.model  # the in-process multimodal model words captions (grounding-checked)
         self.auditor = Auditor(self.memory, name)
         fallback = get_chat_model("embedded", self.settings) if self.settings.fallback_to_embedded and self.settings.backend != "embedded" else None
         from geodelta.agent.graph import build_graph

@@ -33,7 +33,7 @@ def schema_hash(tool: Any) -> str | None:
 
 
 def _artefact_hashes(result: dict[str, Any]) -> list[str]:
-    from geodelta.memory.store import file_sha256
+    from geodelta.perception.io.checksum import file_sha256
 
     paths = list((result.get("maps") or {}).values())
     if result.get("change_tif"):

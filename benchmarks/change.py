@@ -30,6 +30,7 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
+from geodelta.contracts import DetectOptions
 from geodelta.errors import GeoDeltaError
 from geodelta.perception.change import objects
 from geodelta.perception.evaluation import metrics
@@ -62,8 +63,9 @@ def pairs_for(data: Path, domains: list[str], max_pairs: int = 0) -> list:
 def run_method(method: str, data: Path, domains: list[str], tmp: Path, refine: str | None = None,
                pairs: list | None = None) -> tuple[dict, dict, dict, dict]:
     """Per (domain, pair name): pixel confusion, object counts and the masker `auto` chose; (pixels, seconds)
-    per domain, for one masker, optionally refined by a training-free refiner (perception/refine/sam.py)."""
-    from geodelta.perception.refine.sam import get_refiner, refine_stage
+    per domain, for one masker, optionally refined by a training-free refiner (perception/refine/)."""
+    from geodelta.perception.refine.registry import get_refiner
+    from geodelta.perception.refine.stage import refine_stage
 
     confs: dict[tuple[str, str], dict] = {}
     objs: dict[tuple[str, str], dict] = {}
@@ -74,7 +76,7 @@ def run_method(method: str, data: Path, domains: list[str], tmp: Path, refine: s
         out = tmp / method / lp.domain / lp.name.replace("/", "_")
         t0 = time.perf_counter()
         try:
-            det = detect_stage(pair, out, method=method, min_area_m2=0.0, min_area_px=0)
+            det = detect_stage(pair, out, DetectOptions(method=method, min_area_m2=0.0, min_area_px=0))
         except GeoDeltaError as e:  # e.g. the learned model on bands without red (OMBRIA): not applicable, shown as "-"
             print(f"{method} skips {lp.domain}/{lp.name}: {e}"[:200])
             continue

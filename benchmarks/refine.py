@@ -22,11 +22,13 @@ from pathlib import Path
 import numpy as np
 import rasterio
 
+from geodelta.contracts import DetectOptions
 from geodelta.perception.evaluation.datasets import DOMAINS, labelled_pairs
-from geodelta.perception.evaluation.metrics import confusion, merge, scores
+from geodelta.perception.evaluation.metrics import boundary_f1, confusion, count_error, merge, scores
 from geodelta.perception.io.reader import open_pair
 from geodelta.perception.pipeline.detect import detect_stage
-from geodelta.perception.refine.sam import boundary_f1, count_error, get_refiner, refine_stage
+from geodelta.perception.refine.registry import get_refiner
+from geodelta.perception.refine.stage import refine_stage
 from geodelta.settings import Settings
 
 
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             if pair.grid.shape != truth.shape:
                 print(f"skip {lp.domain}/{lp.name}: label {truth.shape} vs grid {pair.grid.shape}", file=sys.stderr)
                 continue
-            det = detect_stage(pair, Path(tmp), method=args.method)
+            det = detect_stage(pair, Path(tmp), DetectOptions(method=args.method))
             t0 = time.perf_counter()
             ref_tif, _ = refine_stage(pair, det.change_tif, det.prob_tif, Path(tmp), refiner, tile=args.tile)
             t_ref[lp.domain] += time.perf_counter() - t0

@@ -17,7 +17,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from geodelta.agent.models import list_backends  # registries: names only, cheap to import
 from geodelta.errors import GeoDeltaError, InputError, missing_dependency
+from geodelta.perception.change.registry import list_maskers
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Ask how the land changed between images.")
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks on the real data in GEODELTA_DATA (print tables).")
@@ -74,7 +76,7 @@ def demo_scene() -> tuple[Path, Path]:
 def detect(
     images: Annotated[list[Path], typer.Argument(help="BEFORE AFTER (or more dates, oldest first): GeoTIFF, PNG/JPEG/BMP, ENVI, or a Sentinel-2 band folder.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("geodelta-out"),
-    method: Annotated[str, typer.Option(help="Change masker: auto (default: the best measured for the input's kind), irmad, cva, learned, water.")] = "auto",
+    method: Annotated[str, typer.Option(help=f"Change masker: {', '.join(list_maskers())} (default auto: the best measured for the input's kind).")] = "auto",
     bands: Annotated[Optional[str], typer.Option(help="Band roles in file order for files without band names, e.g. swir1,nir,green.")] = None,
     aoi: Annotated[Optional[str], typer.Option(help="west,south,east,north in lon/lat degrees.")] = None,
     min_area_m2: Annotated[float, typer.Option("--min-area-m2", min=0.0, help="Drop regions smaller than this (m², >= 0).")] = 0.0,
@@ -94,19 +96,22 @@ def detect(
     if engine != "dask" and (scheduler or workers):
         raise InputError("--scheduler and --workers need --engine dask")
     engine_opts = {k: v for k, v in {"scheduler": scheduler, "workers": workers}.items() if v is not None}
+    from geodelta.contracts import DetectOptions
     from geodelta.perception.pipeline.staging import staged_output
+    from geodelta.settings import Settings
 
-    kw: dict[str, Any] = dict(method=method, aoi=_parse_aoi(aoi), min_area_m2=min_area_m2, tile=tile, engine=engine, engine_opts=engine_opts)
-    kw |= {"bands": bands} if bands else {}
+    # GEODELTA_DEVICE is read here, once (perception never reads the environment)
+    options = DetectOptions(method=method, min_area_m2=min_area_m2, tile=tile, engine=engine, device=Settings().device)
+    kw: dict[str, Any] = {"aoi": _parse_aoi(aoi), "engine_opts": engine_opts} | ({"bands": bands} if bands else {})
     # Outputs are written into a hidden sibling folder and moved into DIR when complete (summary.json last):
     # a killed run never leaves a half-written change.tif that looks finished. Unwritable DIR fails here, first.
     with staged_output(out_dir) as work, _progress(not (quiet or as_json)) as progress:
         if len(images) > 2:
             from geodelta.perception.pipeline.series import parse_dates, run_series
 
-            summary = run_series(images, work, dates=parse_dates(dates), progress=progress, **kw)
+            summary = run_series(images, work, options, dates=parse_dates(dates), progress=progress, **kw)
         else:
-            summary = run_detect(images[0], images[1], work, progress=progress, **kw)
+            summary = run_detect(images[0], images[1], work, options, progress=progress, **kw)
     if as_json:
         print(json.dumps(summary, indent=2))
         return
@@ -163,7 +168,7 @@ def ask(
     after: Annotated[Optional[Path], typer.Option(help="AFTER image.")] = None,
     images: Annotated[Optional[list[Path]], typer.Option("--images", help="More than two dates, oldest first (repeat).")] = None,
     thread: Annotated[Optional[str], typer.Option(help="Continue this conversation (printed after each answer).")] = None,
-    backend: Annotated[Optional[str], typer.Option(help="Planner: embedded (default), openai, local.")] = None,
+    backend: Annotated[Optional[str], typer.Option(help=f"Planner: {', '.join(list_backends())} (default embedded).")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Output folder for maps.")] = None,
     db: Annotated[Optional[Path], typer.Option(help="SQLite memory file (default GEODELTA_DB).")] = None,
     bands: Annotated[Optional[str], typer.Option(help="Band roles in file order for files without band names, e.g. swir1,nir,green.")] = None,

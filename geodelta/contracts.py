@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_serializer, model_validator
 
 # The fixed land-cover vocabulary (ARCHITECTURE section 3). "unknown" is not a class: it marks
 # a region whose classes were not (or could not be) determined, and the answer must say so.
@@ -149,7 +149,8 @@ class Where(_Model):
 
 
 class What(_Model):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # "from" is a Python keyword: the field is `from_`, read and written as "from" in every JSON we produce
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
 
     from_: ClassOrUnknown = Field(default="unknown", alias="from")
     to: ClassOrUnknown = "unknown"
@@ -177,6 +178,65 @@ class Quadruple(_Model):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
+class DetectOptions(_Model):
+    """How one detection runs, typed once: the CLI, the tools and the API build it, the pipeline takes it whole,
+    and the analysis record keeps it, so a later step (refine) uses what the detection used, not a default.
+    Where it runs (a Dask client or scheduler address) is not an option of the result: `engine_opts` stays
+    a separate runtime argument."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: str = Field(default="auto", description="Change masker (registry name, see `geodelta detect --help`).")
+    min_area_m2: float = Field(default=0.0, ge=0, description="Drop regions smaller than this (m²).")
+    min_area_px: int = Field(default=16, ge=0, description="Drop regions smaller than this many pixels.")
+    tile: int = Field(default=1024, ge=32, description="Window size in pixels: peak memory follows it.")
+    engine: str = Field(default="local", description="Execution engine of the change stage: local or dask.")
+    device: str | None = Field(default=None, description="Torch device of torch models (auto|cpu|cuda); None: auto.")
+    masker_opts: dict[str, Any] = Field(default_factory=dict, description="Masker options, e.g. the learned weights.")
+
+
+class _Sparse(_Model):
+    """A record whose unset optional fields are left out of its JSON (absent, not null): readers test `in`."""
+
+    @model_serializer(mode="wrap")
+    def _drop_none(self, handler: Any) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+
+class MethodInfo(_Sparse):
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict, description="The fitted masker's JSON-able parameters.")
+    chosen: str | None = Field(default=None, description="What `auto` picked ...")
+    reason: str | None = Field(default=None, description="... and why (the measured held-out table).")
+
+
+class ChangeTotals(_Sparse):
+    changed_px: int = Field(ge=0)
+    valid_px: int = Field(ge=0)
+    changed_m2: float | None = Field(default=None, ge=0, description="Only on a grid with a metric pixel area.")
+
+
+class Summary(_Model):
+    """summary.json of one detection: totals, quadruples and the largest regions (a few kB at any scale; every
+    region with its polygon is in `regions_file`), and what makes it reproducible (inputs' sha256, options)."""
+
+    geodelta_version: str
+    query: ChangeQuery
+    options: DetectOptions
+    method: MethodInfo
+    inputs: dict[str, Any] = Field(description="before / after SceneRef, bands, band_roles, band_roles_source.")
+    grid: dict[str, Any] = Field(description="crs, transform (6 affine terms), width, height, georeferenced.")
+    change: ChangeTotals
+    n_regions: int = Field(ge=0)
+    regions: list[dict[str, Any]] = Field(description="The largest regions, without polygons.")
+    regions_file: str
+    quadruples: list[dict[str, Any]] = Field(description="S2M quadruples (region_ids capped; how_many keeps the count).")
+    caption: str
+    classes_known: bool
+    outputs: dict[str, str] = Field(description="Output kind -> file name in the output folder.")
+    timings_s: dict[str, float] = Field(default_factory=dict)
+
+
 class Evidence(_Model):
     """One number in an answer and the tool call that produced it."""
 
@@ -192,7 +252,7 @@ class Answer(_Model):
     text: str
     query: ChangeQuery
     regions: list[Region] = Field(default_factory=list)
-    quadruples: list[dict[str, Any]] = Field(default_factory=list)
+    quadruples: list[Quadruple] = Field(default_factory=list)
     maps: dict[str, str] = Field(default_factory=dict)
     justification: list[Evidence] = Field(default_factory=list)
     confidence: float = Field(default=0.0, ge=0, le=1)

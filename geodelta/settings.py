@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 _CHECKOUT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
@@ -28,13 +28,13 @@ class Settings(BaseSettings):
     out: Path = Field(default=Path("geodelta-out"), description="Default output folder for maps and summaries.")
 
     # perception
-    method: Literal["auto", "irmad", "cva", "learned", "water"] = "auto"
+    method: str = Field(default="auto", description="Change masker: a name in the masker registry.")
     tile_size: int = Field(default=1024, ge=64, description="Window edge in pixels; peak memory follows it.")
     min_area_m2: float = Field(default=0.0, ge=0)
     min_area_px: int = Field(default=16, ge=0, description="Minimum region size when the pair has no georeference.")
 
     # models
-    backend: Literal["embedded", "openai", "local"] = "embedded"
+    backend: str = Field(default="embedded", description="Planner: a name in the model-backend registry.")
     openai_base_url: str = "http://localhost:11434/v1"
     openai_model: str = "qwen2.5vl"
     openai_api_key: str = "not-needed"
@@ -54,6 +54,24 @@ class Settings(BaseSettings):
                                "os.pathsep (':' on Linux/macOS); empty: the folder the server runs in.")
     mcp_token: str | None = Field(default=None, description="Bearer token every HTTP request must carry; "
                                   "required to bind the HTTP transport beyond loopback.")
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        from geodelta.perception.change.registry import list_maskers  # cheap: names only
+
+        if value not in list_maskers():
+            raise ValueError(f"unknown change method {value!r}: choose one of {', '.join(list_maskers())}")
+        return value
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        from geodelta.agent.models import list_backends  # cheap: lazy "module:function" entries
+
+        if value not in list_backends():
+            raise ValueError(f"unknown backend {value!r}: choose one of {', '.join(list_backends())}")
+        return value
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):

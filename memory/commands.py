@@ -145,24 +145,23 @@ def export(
 
 
 def scenes_command(json_: JsonOption = False, db: DbOption = None) -> None:
-    """Scenes GeoDelta has read, with their grid and how many analyses ran on each."""
+    """Images GeoDelta has read (one row per file content), with their grid, dates and bands."""
     try:
         mem = _open(db)
         scenes = mem.list_scenes()
-        counts = {s.id: len(mem.analyses(scene_id=s.id)) for s in scenes}
     except GeoDeltaError as err:
         raise _fail(err) from None
     if json_:
-        _print_json([{**s.model_dump(mode="json"), "analyses": counts[s.id]} for s in scenes])
+        _print_json([s.model_dump(mode="json") for s in scenes])
         return
-    table = Table(title=f"Scenes in {mem.path}")
-    for col in ("scene id", "files", "dates", "crs", "size (px)", "resolution", "bands", "analyses", "created (UTC)"):
+    table = Table(title=f"Images read, in {mem.path}")
+    for col in ("image id", "files", "dates", "crs", "size (px)", "resolution", "bands", "created (UTC)"):
         table.add_column(col, overflow="fold")
     for s in scenes:
         r = s.ref
         table.add_row(s.id, "\n".join(Path(p).name for p in r.paths), ", ".join(d or "?" for d in r.dates), r.crs or "",
                       f"{r.width}x{r.height}", "" if r.resolution is None else f"{r.resolution[0]:g} x {r.resolution[1]:g}",
-                      ",".join(r.bands), str(counts[s.id]), s.created.strftime("%Y-%m-%d %H:%M:%S"))
+                      ",".join(r.bands), s.created.strftime("%Y-%m-%d %H:%M:%S"))
     Console().print(table)
 
 

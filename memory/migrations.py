@@ -67,11 +67,20 @@ def _v3_audit_mac(db: sqlite_utils.Database) -> None:
     db.table("audit_events").add_column("mac", str)
 
 
+def _v4_drop_unused_tables(db: sqlite_utils.Database) -> None:
+    """Drop analyses, regions and artefacts: production never wrote them (issue 13). An analysis lives in its
+    output folder (analysis.json, and regions.gpkg: itself a SQLite file, queryable with SQL, with a spatial
+    index); the sha256 of every file a tool wrote is in the audit trail. Children first (foreign keys)."""
+    for table in ("artefacts", "regions", "analyses"):
+        db.execute(f"DROP TABLE IF EXISTS {table}")
+
+
 # (version, name, function). Append only.
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite_utils.Database], None]]] = [
     (1, "memory tables and audit chain", _v1_tables),
     (2, "append-only audit triggers, tool_call_id, indexes", _v2_append_only),
     (3, "optional keyed HMAC per audit row", _v3_audit_mac),
+    (4, "drop the analyses, regions and artefacts tables (never written)", _v4_drop_unused_tables),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -72,29 +72,3 @@ class SceneRecord(_Model):
     id: str
     created: datetime
     ref: SceneRef
-
-
-class AnalysisRecord(_Model):
-    """One run of the perception pipeline over a scene."""
-
-    id: str
-    scene_id: str | None = None
-    thread_id: str | None = None
-    run_id: str | None = None
-    method: str
-    params: dict[str, Any] = Field(default_factory=dict)
-    timings: dict[str, float] = Field(default_factory=dict, description="Seconds per step.")
-    out_dir: str | None = None
-    created: datetime
-
-
-class ArtefactRecord(_Model):
-    """A file an analysis wrote (map, mask, summary), identified by content hash."""
-
-    id: int
-    analysis_id: str
-    path: str
-    kind: str
-    sha256: str
-    bytes: int | None = None
-    created: datetime

@@ -1,4 +1,4 @@
-"""`Memory`: the one writer and reader of GeoDelta's SQLite file (scenes, analyses, regions, artefacts, audit).
+"""`Memory`: the one writer and reader of GeoDelta's SQLite file (images read, the audit trail).
 
 One connection per `Memory`, guarded by a lock so threads can share it; every write is its own
 `BEGIN IMMEDIATE` transaction, so writers in other processes queue on SQLite's lock (busy timeout
@@ -24,20 +24,17 @@ from typing import Any
 import sqlite_utils
 from pydantic_core import to_jsonable_python
 
-from geodelta.contracts import Region, SceneRef, utcnow
+from geodelta.contracts import SceneRef, utcnow
 from geodelta.errors import AuditError, InputError
 from geodelta.memory.chain import canonical_json, row_hash, row_mac, verify_rows
 from geodelta.memory.migrations import migrate, schema_version
 from geodelta.memory.models import (
     GENESIS_HASH,
-    AnalysisRecord,
-    ArtefactRecord,
     AuditEvent,
     AuditEventIn,
     SceneRecord,
     VerifyResult,
 )
-from geodelta.perception.io.checksum import file_sha256  # re-exported: tools and tests import it from here
 
 BUSY_TIMEOUT_S = 30.0  # how long a writer waits for another process's transaction before failing
 
@@ -252,11 +249,14 @@ class Memory:
             raise InputError(f"cannot write the export {path}: {exc.strerror or exc}; choose a writable path") from None
         return n
 
-    # -- scenes, analyses, regions, artefacts ---------------------------------------------------
+    # -- images (the scenes table) ---------------------------------------------------------------
     def add_scene(self, ref: SceneRef) -> str:
-        """Store a scene once per content (files' sha256 + grid); returns its stable id `scn_...`."""
+        """Store an image (one date) once per content (its file's sha256 + grid); returns its stable id `img_...`.
+
+        The table is `scenes` for compatibility; a scene of the workspace is a pair (`scn_...`, tools/workspace.py).
+        Ids written before schema 4 keep their old `scn_` prefix."""
         key = canonical_json(ref.model_dump(mode="json", exclude={"paths"}))
-        scene_id = "scn_" + hashlib.sha256(key.encode()).hexdigest()[:16]
+        scene_id = "img_" + hashlib.sha256(key.encode()).hexdigest()[:16]
         row = {"id": scene_id, "paths": _json(ref.paths), "sha256": _json(ref.sha256), "crs": ref.crs,
                "bounds": _json(ref.bounds), "resolution": _json(ref.resolution), "width": ref.width,
                "height": ref.height, "dates": _json(ref.dates), "bands": _json(ref.bands),
@@ -275,63 +275,6 @@ class Memory:
         """All scenes, oldest first."""
         return [_scene(r) for r in self._rows("SELECT * FROM scenes ORDER BY created, id")]
 
-    def add_analysis(self, method: str, *, scene_id: str | None = None, params: dict[str, Any] | None = None,
-                     timings: dict[str, float] | None = None, out_dir: str | Path | None = None,
-                     thread_id: str | None = None, run_id: str | None = None) -> str:
-        """Record one perception run; returns its id `ana_...`."""
-        analysis_id = "ana_" + uuid.uuid4().hex[:16]
-        row = {"id": analysis_id, "scene_id": scene_id, "thread_id": thread_id, "run_id": run_id, "method": method,
-               "params": _json(params or {}), "timings": _json(timings or {}),
-               "out_dir": None if out_dir is None else str(out_dir), "created": utcnow().isoformat()}
-        with self._write():
-            self._db.table("analyses").insert(row)
-        return analysis_id
-
-    def get_analysis(self, analysis_id: str) -> AnalysisRecord | None:
-        rows = self._rows("SELECT * FROM analyses WHERE id = ?", (analysis_id,))
-        return _analysis(rows[0]) if rows else None
-
-    def analyses(self, *, scene_id: str | None = None, thread_id: str | None = None) -> list[AnalysisRecord]:
-        """Analyses, oldest first, optionally of one scene or one thread."""
-        sql, params = "SELECT * FROM analyses WHERE 1=1", list[str]()
-        if scene_id:
-            sql, params = sql + " AND scene_id = ?", [*params, scene_id]
-        if thread_id:
-            sql, params = sql + " AND thread_id = ?", [*params, thread_id]
-        return [_analysis(r) for r in self._rows(sql + " ORDER BY created, id", tuple(params))]
-
-    def add_regions(self, analysis_id: str, regions: list[Region]) -> int:
-        """Store (or replace) an analysis's regions; returns how many."""
-        rows = [{"analysis_id": analysis_id, "region_id": r.id, "sector": r.sector, "area_m2": r.area_m2,
-                 "area_px": r.area_px, "from_class": r.from_class, "to_class": r.to_class, "how": r.how,
-                 "confidence": r.confidence, "class_confidence": r.class_confidence, "refined_by": r.refined_by,
-                 "first_interval": r.first_interval, "bbox_px": _json(r.bbox_px), "centroid_px": _json(r.centroid_px),
-                 "centroid_lonlat": _json(r.centroid_lonlat), "polygon": _json(r.polygon)} for r in regions]
-        with self._write():
-            self._db.table("regions").insert_all(rows, replace=True)
-        return len(rows)
-
-    def regions(self, analysis_id: str) -> list[Region]:
-        rows = self._rows("SELECT * FROM regions WHERE analysis_id = ? ORDER BY region_id", (analysis_id,))
-        return [_region(r) for r in rows]
-
-    def add_artefact(self, analysis_id: str, path: str | Path, kind: str, sha256: str | None = None) -> ArtefactRecord:
-        """Record a file an analysis wrote; hashes it when `sha256` is not given."""
-        p = Path(path)
-        if sha256 is None:
-            if not p.is_file():
-                raise InputError(f"artefact {p} does not exist: write it before recording it, or pass its sha256")
-            sha256 = file_sha256(p)
-        row = {"analysis_id": analysis_id, "path": str(p), "kind": kind, "sha256": sha256,
-               "bytes": p.stat().st_size if p.is_file() else None, "created": utcnow().isoformat()}
-        with self._write():
-            row["id"] = self._db.table("artefacts").insert(row).last_pk
-        return ArtefactRecord.model_validate(row)
-
-    def artefacts(self, analysis_id: str) -> list[ArtefactRecord]:
-        rows = self._rows("SELECT * FROM artefacts WHERE analysis_id = ? ORDER BY id", (analysis_id,))
-        return [ArtefactRecord.model_validate(r) for r in rows]
-
 
 # -- row -> model -------------------------------------------------------------------------------
 def _event(r: dict[str, Any]) -> AuditEvent:
@@ -349,17 +292,3 @@ def _scene(r: dict[str, Any]) -> SceneRecord:
                    resolution=_load(r["resolution"]), width=r["width"], height=r["height"],
                    dates=_load(r["dates"]) or [], bands=_load(r["bands"]) or [])
     return SceneRecord(id=r["id"], created=datetime.fromisoformat(r["created"]), ref=ref)
-
-
-def _analysis(r: dict[str, Any]) -> AnalysisRecord:
-    return AnalysisRecord(id=r["id"], scene_id=r["scene_id"], thread_id=r["thread_id"], run_id=r["run_id"],
-                          method=r["method"], params=_load(r["params"]) or {}, timings=_load(r["timings"]) or {},
-                          out_dir=r["out_dir"], created=datetime.fromisoformat(r["created"]))
-
-
-def _region(r: dict[str, Any]) -> Region:
-    return Region(id=r["region_id"], polygon=_load(r["polygon"]), bbox_px=_load(r["bbox_px"]),
-                  centroid_px=_load(r["centroid_px"]), centroid_lonlat=_load(r["centroid_lonlat"]), sector=r["sector"],
-                  area_m2=r["area_m2"], area_px=r["area_px"], from_class=r["from_class"], to_class=r["to_class"],
-                  how=r["how"], confidence=r["confidence"], class_confidence=r["class_confidence"],
-                  refined_by=r["refined_by"], first_interval=r["first_interval"])

@@ -74,7 +74,7 @@ def test_scripted_model_drives_the_whole_graph(settings: Settings, demo_pair) ->
     a = Assistant(settings, model=ScriptedChatModel(script=script))
     ans = a.ask("where did farmland get built over?", before=before, after=after)
     assert ans.regions and all(r.to_class == "built_up" and r.from_class in ("cropland", "low_vegetation") for r in ans.regions)
-    assert ans.quadruples and sum(q["how_many"] for q in ans.quadruples) == len(ans.regions)
+    assert ans.quadruples and sum(q.how_many for q in ans.quadruples) == len(ans.regions)
     assert {"png", "html", "geojson", "geotiff"} <= set(ans.maps) and all(Path(p).is_file() for p in ans.maps.values())
     # every number in the justification cites a tool call that really happened in this run
     events = Memory(settings.db_path).run_events(ans.audit_id)

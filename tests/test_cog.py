@@ -11,6 +11,7 @@ import shapely
 from rasterio.features import shapes
 from shapely.geometry import shape
 
+from geodelta.contracts import DetectOptions
 from geodelta.perception.describe import regions as describe
 from geodelta.perception.io.reader import open_pair
 from geodelta.perception.pipeline.detect import detect_stage
@@ -22,7 +23,7 @@ def naip(data_dir: Path, tmp_path_factory) -> dict:
     d = data_dir / "naip"
     pair = open_pair(d / "m_4709963_se_14_1_20090818.tif", d / "m_4709963_se_14_1_20200831.tif")
     out = tmp_path_factory.mktemp("cog")
-    det = detect_stage(pair, out, tile=256)
+    det = detect_stage(pair, out, DetectOptions(tile=256))
     return {"pair": pair, "det": det, "out": out}
 
 

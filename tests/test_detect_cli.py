@@ -16,6 +16,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from geodelta.cli import app
+from geodelta.contracts import DetectOptions
 from geodelta.perception.evaluation.datasets import labelled_pairs
 from geodelta.perception.pipeline.detect import run_detect
 
@@ -60,7 +61,7 @@ def test_detect_georeferenced_demo_writes_every_output(demo_pair, tmp_path: Path
 def test_detect_png_pair_is_in_pixels(data_dir: Path, tmp_path: Path) -> None:
     a = data_dir / "levir_crops" / "A" / "test_2_0000_0000.png"
     b = data_dir / "levir_crops" / "B" / "test_2_0000_0000.png"
-    summary = run_detect(a, b, tmp_path, method="cva")
+    summary = run_detect(a, b, tmp_path, DetectOptions(method="cva"))
     assert summary["grid"]["georeferenced"] is False
     assert all(r["area_m2"] is None and r["area_px"] > 0 for r in summary["regions"])
     assert all("total_area_px" in q and "total_area_m2" not in q for q in summary["quadruples"])

@@ -10,6 +10,7 @@ import rasterio
 from typer.testing import CliRunner
 
 from geodelta.cli import app
+from geodelta.contracts import DetectOptions
 from geodelta.errors import InputError
 from geodelta.perception.change import engines
 from geodelta.perception.change import maskers as change
@@ -57,8 +58,8 @@ def test_detect_stage_dask_equals_local_on_naip_warped_pair(data_dir: Path, tmp_
     # 2020's grid is shifted 1 m from 2009's: every block goes through the WarpedVRT read path.
     naip = data_dir / "naip"
     pair = open_pair(naip / "m_4709963_se_14_1_20090818.tif", naip / "m_4709963_se_14_1_20200831.tif")
-    local = detect_stage(pair, tmp_path / "local", tile=256)
-    dask = detect_stage(pair, tmp_path / "dask", tile=256, engine="dask", engine_opts={"client": client})
+    local = detect_stage(pair, tmp_path / "local", DetectOptions(tile=256))
+    dask = detect_stage(pair, tmp_path / "dask", DetectOptions(tile=256, engine="dask"), engine_opts={"client": client})
     a, b = _read(local.change_tif)[0], _read(dask.change_tif)[0]
     print(f"naip: {int((a != b).sum())} differing change pixels of {a.size}")
     assert np.array_equal(a, b)

@@ -20,7 +20,6 @@ from geodelta.perception.landcover.rules import (
     NODATA,
     RGB_MAX_CONFIDENCE,
     classify,
-    classify_series,
     fit,
     rule_set,
 )
@@ -209,17 +208,3 @@ def test_naip_water_share_stable_across_years(naip_series):
     (measured: 10.6 / 17.5 / 22.5 / 22.9 % for 2009 / 2012 / 2016 / 2020; ponds really vary)."""
     shares = [(classify(img, NAIP_ROLES)[0] == CODE["water"]).mean() for img in naip_series]
     assert all(0.05 < s < 0.30 for s in shares)
-
-
-def test_phenology_adds_cropland_with_three_dates(naip_series):
-    single = [classify(img, NAIP_ROLES)[0] for img in naip_series]
-    series = classify_series(naip_series, NAIP_ROLES)
-    crop = CODE["cropland"]
-    for s, (c, conf) in zip(single, series):
-        assert (c == crop).mean() > (s == crop).mean() + 0.05  # measured +6 to +14 points
-        added = (c == crop) & (s != crop)
-        assert np.all(np.isin(s[added], [CODE["low_vegetation"], CODE["bare_ground"]]))
-        assert conf.max() <= 1
-    # two dates: no phenology, same as per-date classification
-    two = classify_series(naip_series[:2], NAIP_ROLES)
-    assert np.array_equal(two[0][0], single[0])

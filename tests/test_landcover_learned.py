@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from geodelta.contracts import DetectOptions
 from geodelta.perception.landcover import rgb as landcover_learned
 from geodelta.perception.landcover import rules as landcover
 
@@ -50,11 +51,12 @@ def test_held_out_chips_beat_the_colour_rules(data_dir: Path):
 
 def test_regions_of_an_rgb_scene_get_learned_classes(data_dir: Path, tmp_path: Path):
     from geodelta.perception.io.reader import open_pair
-    from geodelta.perception.pipeline.detect import detect_stage, landcover_stage
+    from geodelta.perception.landcover.stage import landcover_stage
+    from geodelta.perception.pipeline.detect import detect_stage
 
     lv = data_dir / "levir_crops"
     pair = open_pair(lv / "A" / "test_2_0000_0000.png", lv / "B" / "test_2_0000_0000.png")
-    det = detect_stage(pair, tmp_path, method="learned")
+    det = detect_stage(pair, tmp_path, DetectOptions(method="learned"))
     regions, info = landcover_stage(pair, det.regions)
     assert info["rule_set"] == "rgb-learned" and info["classes_known"]
     assert all(r.from_class in landcover.CLASSES and r.to_class in landcover.CLASSES for r in regions)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from rasterio.windows import Window
 
+from geodelta.contracts import DetectOptions
 from geodelta.perception.change import maskers as change
 from geodelta.perception.io.reader import open_pair
 from geodelta.perception.learned import siamese as learned
@@ -129,7 +130,7 @@ def test_detect_with_learned_on_a_sentinel2_folder(data_dir, tmp_path):
     from geodelta.perception.pipeline.detect import run_detect
 
     city = data_dir / "oscd" / "bercy"
-    summary = run_detect(city / "imgs_1", city / "imgs_2", tmp_path, method="learned")
+    summary = run_detect(city / "imgs_1", city / "imgs_2", tmp_path, DetectOptions(method="learned"))
     assert summary["method"]["params"]["bands_used"] == ["B02", "B03", "B04", "B08"]
     assert (tmp_path / "change.tif").is_file()
 

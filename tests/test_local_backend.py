@@ -27,11 +27,12 @@ from geodelta.agent.models.local import (
     to_conversation,
 )
 from geodelta.agent.models.openai import image_part
-from geodelta.agent.models.vlm import caption_from_quadruples, check_model_folder, folder_hashes, load_vlm, reconcile_classes
+from geodelta.agent.models.vlm import check_model_folder, folder_hashes, load_vlm
 from geodelta.agent.toolcalls import tool_schemas, validate_tool_calls, with_corrections
 from geodelta.contracts import ChangeQuery, Quadruple
 from geodelta.errors import ConfigError, ModelError
 from geodelta.perception.describe.caption import caption
+from geodelta.perception.describe.grounding import caption_from_quadruples, reconcile_classes
 from geodelta.prompts import load_prompt
 from geodelta.settings import Settings
 
@@ -343,6 +344,33 @@ def test_caption_from_quadruples_keeps_only_grounded_captions(tiny_vlm: Path):
     junk = caption_from_quadruples(_model(tiny_vlm, max_new_tokens=10), QUADS, notes=notes)
     assert junk == template and "was not used" in notes[-1]
 
+
+
+def test_caption_tool_words_with_the_local_model_only_when_grounded(tiny_vlm: Path, demo_pair, tmp_path: Path):
+    """caption_changes uses the multimodal model when one is active (issue 13: it was never called) and keeps
+    its caption only when every number comes from the quadruples."""
+    from geodelta.perception.pipeline.detect import describe_stage
+    from geodelta.tools import ToolContext, build_tools
+
+    ctx = ToolContext.create(Settings(out=tmp_path / "out", db=tmp_path / "g.db"))
+    ctx.allow(*demo_pair)
+    tools = {t.name: t for t in build_tools(ctx)}
+    sid = tools["load_scene"].invoke({"before": str(demo_pair[0]), "after": str(demo_pair[1])})["scene_id"]
+    aid = tools["detect_changes"].invoke({"scene_id": sid, "method": "irmad"})["analysis_id"]
+    plain = tools["caption_changes"].invoke({"analysis_id": aid})
+    assert plain["captioner"] == "template" and "caption_notes" not in plain
+    an = ctx.workspace.analysis(aid)
+    _, quads, _ = describe_stage(an.regions, ChangeQuery(), an.grid)
+    grounded = f"Land changed at {quads[0].how_many} places in the {quads[0].where.sector} of the scene."
+    procs, _ = _forcing(tiny_vlm, grounded)
+    ctx.captioner = _model(tiny_vlm, generate_kwargs={"logits_processor": procs})
+    worded = tools["caption_changes"].invoke({"analysis_id": aid})
+    assert worded == {"analysis_id": aid, "caption": grounded, "captioner": "model"}
+    procs, _ = _forcing(tiny_vlm, "Land changed at 98765 places in the north.")
+    ctx.captioner = _model(tiny_vlm, generate_kwargs={"logits_processor": procs})
+    invented = tools["caption_changes"].invoke({"analysis_id": aid})
+    assert invented["caption"] == plain["caption"] and invented["captioner"] == "template"
+    assert "numbers not in the quadruples: 98765" in invented["caption_notes"][-1]
 
 
 def _bench():

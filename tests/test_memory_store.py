@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 import subprocess
@@ -15,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from geodelta.contracts import SECTORS, Region, SceneRef
-from geodelta.errors import ConfigError, InputError
+from geodelta.errors import ConfigError
 from geodelta.memory import AuditEventIn, Memory, open_checkpointer
 from geodelta.memory.chain import row_hash
 from geodelta.memory.migrations import LATEST, migrate, schema_version
@@ -93,13 +92,13 @@ def mem(tmp_path_factory: pytest.TempPathFactory) -> Memory:
 def test_fresh_file_is_wal_at_latest_version(tmp_path: Path) -> None:
     path = tmp_path / "new" / "folder" / "g.db"
     with Memory(path) as m:
-        assert m.schema_version == LATEST == 3
+        assert m.schema_version == LATEST == 4
         assert path.is_file()
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert [r[0] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY version")] == list(range(1, LATEST + 1))
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"scenes", "analyses", "regions", "artefacts", "audit_events"} <= tables
+    assert {"scenes", "audit_events"} <= tables and not {"analyses", "regions", "artefacts"} & tables  # dropped in v4
 
 
 def test_db_path_from_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -145,34 +144,6 @@ def test_scene_round_trip(mem: Memory, ref: SceneRef) -> None:
     assert mem.get_scene(scene_id).ref == ref
     assert mem.add_scene(ref) == scene_id  # same content, same id
     assert scene_id in {s.id for s in mem.list_scenes()}
-
-
-@FAST
-@given(rs=st.lists(regions, max_size=4, unique_by=lambda r: r.id),
-       params=st.dictionaries(text, json_values, max_size=3),
-       timings=st.dictionaries(text, st.floats(0, 1e4), max_size=3))
-def test_analysis_and_regions_round_trip(mem: Memory, rs: list[Region], params: dict, timings: dict) -> None:
-    scene_id = mem.add_scene(SceneRef(paths=["a.tif"], sha256=["0" * 64], width=10, height=10))
-    aid = mem.add_analysis("irmad", scene_id=scene_id, params=params, timings=timings, out_dir="/out", thread_id="t1", run_id="r1")
-    a = mem.get_analysis(aid)
-    assert (a.method, a.scene_id, a.thread_id, a.run_id, a.out_dir, a.timings) == ("irmad", scene_id, "t1", "r1", "/out", timings)
-    assert a.params == json.loads(json.dumps(params))
-    assert mem.add_regions(aid, rs) == len(rs)
-    assert mem.regions(aid) == sorted(rs, key=lambda r: r.id)
-    assert aid in {x.id for x in mem.analyses(scene_id=scene_id)}
-
-
-def test_artefacts_hash_the_file(mem: Memory, tmp_path: Path) -> None:
-    aid = mem.add_analysis("cva")
-    f = tmp_path / "overlay.png"
-    f.write_bytes(b"\x89PNG fake but real bytes")
-    art = mem.add_artefact(aid, f, "overlay")
-    assert art.sha256 == hashlib.sha256(f.read_bytes()).hexdigest() and art.bytes == f.stat().st_size
-    assert mem.artefacts(aid) == [art]
-    with pytest.raises(InputError, match="does not exist"):
-        mem.add_artefact(aid, tmp_path / "missing.tif", "change")
-    with pytest.raises(sqlite3.IntegrityError):  # foreign key: artefact of an unknown analysis
-        mem.add_artefact("ana_nope", f, "overlay")
 
 
 def test_audit_rows_cannot_be_updated_or_deleted(mem: Memory) -> None:

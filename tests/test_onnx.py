@@ -91,8 +91,9 @@ class Block:
         if name == "torch" or name.startswith("torch."):
             raise ImportError("torch blocked")
 sys.meta_path.insert(0, Block())
+from geodelta.contracts import DetectOptions
 from geodelta.perception.pipeline.detect import run_detect
-s = run_detect({str(lv / 'A' / 'test_2_0000_0000.png')!r}, {str(lv / 'B' / 'test_2_0000_0000.png')!r}, {str(tmp_path / 'o')!r}, method="learned")
+s = run_detect({str(lv / 'A' / 'test_2_0000_0000.png')!r}, {str(lv / 'B' / 'test_2_0000_0000.png')!r}, {str(tmp_path / 'o')!r}, DetectOptions(method="learned"))
 print(json.dumps({{"runtime": s["method"]["params"]["runtime"], "changed": s["change"]["changed_px"], "torch": "torch" in sys.modules}}))
 """
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -12,19 +12,14 @@ import pytest
 import rasterio
 from scipy import ndimage
 
+from geodelta.contracts import DetectOptions
 from geodelta.errors import ConfigError, InputError
-from geodelta.perception.evaluation.metrics import confusion, scores
+from geodelta.perception.evaluation.metrics import boundary_f1, confusion, count_error, scores
 from geodelta.perception.io.reader import open_pair
 from geodelta.perception.pipeline.detect import detect_stage
-from geodelta.perception.refine.sam import (
-    SuperpixelRefiner,
-    boundary_f1,
-    count_error,
-    get_refiner,
-    list_refiners,
-    refine_stage,
-    refiner_from_settings,
-)
+from geodelta.perception.refine.registry import get_refiner, list_refiners, refiner_from_settings
+from geodelta.perception.refine.stage import refine_stage
+from geodelta.perception.refine.superpixel import SuperpixelRefiner
 from geodelta.settings import Settings
 
 
@@ -45,7 +40,7 @@ def szada4(data_dir: Path, tmp_path_factory) -> dict:
     d = data_dir / "sztaki" / "Szada" / "4"
     out = tmp_path_factory.mktemp("szada4")
     pair = open_pair(d / "im1.png", d / "im2.png")
-    det = detect_stage(pair, out, method="irmad")  # the refiner is measured on IR-MAD masks (README)
+    det = detect_stage(pair, out, DetectOptions(method="irmad"))  # the refiner is measured on IR-MAD masks (README)
     tif, regions = refine_stage(pair, det.change_tif, det.prob_tif, out, get_refiner("superpixel"))
     return {"pair": pair, "det": det, "tif": tif, "regions": regions, "truth": _truth(d / "gt.png"), "out": out}
 

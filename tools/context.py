@@ -22,6 +22,8 @@ class ToolContext:
     progress: Callable[[str, int, int], None] | None = None
     memory: Any = None  # geodelta.memory.Memory when the agent runs with one
     bands: str | None = None  # band roles the user declared for this question (load_scene's default)
+    # A multimodal model that may word the caption (kept only when grounded on the quadruples); None: the template.
+    captioner: Any = None
 
     @classmethod
     def create(cls, settings: Settings, memory: Any = None) -> ToolContext:

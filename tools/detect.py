@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, ConfigDict, Field
 
+from geodelta.contracts import DetectOptions
+from geodelta.perception.change.registry import list_maskers
 from geodelta.perception.pipeline.detect import detect_stage
+from geodelta.tools.choices import registry_choice
 from geodelta.tools.context import ToolContext
+from geodelta.tools.results import DetectResult
 from geodelta.tools.workspace import Analysis
+
+MaskerName = registry_choice(list_maskers, "change method")
 
 
 class DetectArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
     scene_id: str = Field(description="The scene_id load_scene returned.")
-    method: Literal["auto", "irmad", "cva", "learned", "water"] = Field(
+    method: MaskerName = Field(  # type: ignore[valid-type]  # an Annotated alias built at run time
         default="auto",
         description="Change masker: auto (the default: picks per input the masker that measured best on that kind of "
                     "imagery, and says why), irmad (training-free, any sensor), cva (training-free), water (new open "
@@ -35,25 +39,19 @@ def make(ctx: ToolContext) -> BaseTool:
         s = ctx.settings
         # Same scene, method and settings as an earlier call of this process whose rasters are untouched:
         # the same detection (a follow-up question does not fit and score the scene again).
-        det = ctx.workspace.memo(
-            ("detect", scene_id, method, float(min_area_m2), s.min_area_px, s.tile_size, s.device),
-            lambda d: (d.change_tif, d.prob_tif),
-            lambda: detect_stage(pair, out, method=method, min_area_m2=min_area_m2, min_area_px=s.min_area_px,
-                                 tile=s.tile_size, progress=ctx.progress, device=s.device))
-        # the options this detection used: refine_regions re-polygonises with the same minimum size
-        stats = {"changed_px": det.changed_px, "valid_px": det.valid_px, "timings_s": det.timings,
-                 "options": {"min_area_m2": min_area_m2, "min_area_px": s.min_area_px}}
+        options = DetectOptions(method=method, min_area_m2=min_area_m2, min_area_px=s.min_area_px, tile=s.tile_size,
+                                device=s.device)
+        det = ctx.workspace.memo(("detect", scene_id, options.model_dump_json()), lambda d: (d.change_tif, d.prob_tif),
+                                 lambda: detect_stage(pair, out, options, progress=ctx.progress))
+        stats = {"changed_px": det.changed_px, "valid_px": det.valid_px, "timings_s": det.timings}
         if det.grid.pixel_area_m2:
             stats["changed_m2"] = round(det.changed_px * det.grid.pixel_area_m2, 1)
-        ctx.workspace.save(Analysis(aid, scene_id, out, det.grid, method, det.params, det.regions, stats))
-        return {
-            "analysis_id": aid,
-            "method": method,
-            **({"chosen_method": det.params["chosen"], "method_reason": det.params["reason"]} if "chosen" in det.params else {}),
-            "n_regions": len(det.regions),
-            "changed_fraction": round(det.changed_px / max(det.valid_px, 1), 5),
-            **{k: v for k, v in stats.items() if k not in ("timings_s", "options")},
-            "change_tif": str(det.change_tif),
-        }
+        # the analysis keeps its options: refine_regions re-polygonises with the same minimum size
+        ctx.workspace.save(Analysis(aid, scene_id, out, det.grid, method, det.params, det.regions, stats, options=options))
+        return DetectResult(
+            analysis_id=aid, method=method, chosen_method=det.params.get("chosen"), method_reason=det.params.get("reason"),
+            n_regions=len(det.regions), changed_fraction=round(det.changed_px / max(det.valid_px, 1), 5),
+            changed_px=det.changed_px, valid_px=det.valid_px, changed_m2=stats.get("changed_m2"), change_tif=str(det.change_tif),
+        ).to_json()
 
     return StructuredTool.from_function(detect_changes, name="detect_changes", args_schema=DetectArgs, description=detect_changes.__doc__)

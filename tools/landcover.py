@@ -5,8 +5,9 @@ from __future__ import annotations
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, ConfigDict, Field
 
-from geodelta.perception.pipeline.detect import landcover_stage
+from geodelta.perception.landcover.stage import landcover_stage
 from geodelta.tools.context import ToolContext
+from geodelta.tools.results import LandCoverResult
 
 
 class LandCoverArgs(BaseModel):
@@ -30,6 +31,6 @@ def make(ctx: ToolContext) -> BaseTool:
         info["mean_class_confidence"] = round(sum(confs) / len(confs), 3) if confs else 0.0
         an.regions, an.landcover = regions, info
         ctx.workspace.save(an)
-        return {"analysis_id": analysis_id, **info}
+        return LandCoverResult(analysis_id=analysis_id, **info).to_json()
 
     return StructuredTool.from_function(classify_land_cover, name="classify_land_cover", args_schema=LandCoverArgs, description=classify_land_cover.__doc__)

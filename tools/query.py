@@ -6,6 +6,7 @@ from langchain_core.tools import BaseTool, StructuredTool
 
 from geodelta.contracts import ChangeQuery
 from geodelta.tools.context import ToolContext
+from geodelta.tools.results import QueryResult
 
 
 def make(ctx: ToolContext) -> BaseTool:
@@ -15,6 +16,6 @@ def make(ctx: ToolContext) -> BaseTool:
         (appear|disappear|convert|any), area (scene, one of nine sectors, or a lon/lat bbox), min_area_m2 and
         what to report. Call it first for every new question."""
         q = ChangeQuery.model_validate(kwargs)
-        return {"query": q.model_dump(mode="json")}
+        return QueryResult(query=q).to_json()
 
     return StructuredTool.from_function(set_query, name="set_query", args_schema=ChangeQuery, description=set_query.__doc__)

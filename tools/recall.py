@@ -8,6 +8,7 @@ from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, ConfigDict
 
 from geodelta.tools.context import ToolContext
+from geodelta.tools.results import RecallResult
 
 
 class RecallArgs(BaseModel):
@@ -23,6 +24,6 @@ def make(ctx: ToolContext) -> BaseTool:
         for p in sorted(root.glob("ana_*/analysis.json")):
             d = json.loads(p.read_text())
             analyses.append({"analysis_id": d["analysis_id"], "scene_id": d["scene_id"], "method": d["method"], "n_regions": len(d["regions"])})
-        return {"scenes": scenes, "analyses": analyses}
+        return RecallResult(scenes=scenes, analyses=analyses).to_json()
 
     return StructuredTool.from_function(recall, name="recall", args_schema=RecallArgs, description=recall.__doc__)

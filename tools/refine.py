@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, ConfigDict, Field
 
-from geodelta.perception.pipeline.detect import landcover_stage
-from geodelta.perception.refine.sam import refine_stage, refiner_from_settings
+from geodelta.perception.landcover.stage import landcover_stage
+from geodelta.perception.refine.registry import list_refiners, refiner_from_settings
+from geodelta.perception.refine.stage import refine_stage
+from geodelta.tools.choices import registry_choice
 from geodelta.tools.context import ToolContext
+from geodelta.tools.results import RefineResult
+
+RefinerName = registry_choice(list_refiners, "refiner", extra=("auto",))
 
 
 class RefineArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
     analysis_id: str = Field(description="The analysis_id detect_changes returned.")
-    refiner: Literal["auto", "superpixel", "sam"] = Field(
+    refiner: RefinerName = Field(  # type: ignore[valid-type]  # an Annotated alias built at run time
         default="auto", description="auto: SAM when a checkpoint is configured, else superpixels.")
 
 
@@ -30,10 +33,9 @@ def make(ctx: ToolContext) -> BaseTool:
         ref = refiner_from_settings(s, refiner)
         change_tif = an.out_dir / "change.tif"  # always refine the masker's output, so a second call is idempotent
         # the minimum size the detection used (not the settings' default): refining must not bring back dropped regions
-        used = an.stats.get("options") or {}
-        out_tif, regions = refine_stage(pair, change_tif, an.out_dir / "change_prob.tif", an.out_dir, ref, tile=s.tile_size,
-                                        min_area_m2=used.get("min_area_m2", s.min_area_m2),
-                                        min_area_px=used.get("min_area_px", s.min_area_px), progress=ctx.progress)
+        used = an.options
+        out_tif, regions = refine_stage(pair, change_tif, an.out_dir / "change_prob.tif", an.out_dir, ref, tile=used.tile,
+                                        min_area_m2=used.min_area_m2, min_area_px=used.min_area_px, progress=ctx.progress)
         before = an.regions
         if an.landcover and an.landcover.get("classes_known"):
             regions, info = landcover_stage(pair, regions, tile=s.tile_size, progress=ctx.progress)
@@ -48,15 +50,10 @@ def make(ctx: ToolContext) -> BaseTool:
                                f"total_{key}_before": total(before)}
         an.regions = regions
         ctx.workspace.save(an)
-        return {
-            "analysis_id": analysis_id,
-            "refined_by": ref.name,
-            "n_regions_before": len(before),
-            "n_regions": len(regions),
-            f"total_{key}_before": total(before),
-            f"total_{key}": total(regions),
-            "classes_known": bool(an.landcover and an.landcover.get("classes_known")),
-            "change_tif": str(out_tif),
-        }
+        return RefineResult(
+            analysis_id=analysis_id, refined_by=ref.name, n_regions_before=len(before), n_regions=len(regions),
+            **{f"total_{key}_before": total(before), f"total_{key}": total(regions)},
+            classes_known=bool(an.landcover and an.landcover.get("classes_known")), change_tif=str(out_tif),
+        ).to_json()
 
     return StructuredTool.from_function(refine_regions, name="refine_regions", args_schema=RefineArgs, description=refine_regions.__doc__)

@@ -11,6 +11,7 @@ from geodelta.perception.describe import regions as describe
 from geodelta.perception.pipeline.detect import Detection, render_stage
 from geodelta.tools.context import ToolContext
 from geodelta.tools.describe import DescribeArgs
+from geodelta.tools.results import RenderResult
 
 
 def make(ctx: ToolContext) -> BaseTool:
@@ -28,6 +29,6 @@ def make(ctx: ToolContext) -> BaseTool:
         det = Detection(an.out_dir, an.grid, an.method, an.params, change_tif, an.out_dir / "change_prob.tif", an.regions, 0, 0)
         # popups name the detect_changes result the regions came from (its audit event holds the tool call id)
         maps = render_stage(ctx.workspace.pair(an.scene_id), det, kept, out, source=f"detect_changes {analysis_id}")
-        return {"analysis_id": analysis_id, "maps": maps, "n_regions_drawn": len(kept)}
+        return RenderResult(analysis_id=analysis_id, maps=maps, n_regions_drawn=len(kept)).to_json()
 
     return StructuredTool.from_function(render_map, name="render_map", args_schema=DescribeArgs, description=render_map.__doc__)

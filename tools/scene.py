@@ -6,6 +6,7 @@ from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, ConfigDict, Field
 
 from geodelta.tools.context import ToolContext
+from geodelta.tools.results import SceneResult
 
 
 class LoadSceneArgs(BaseModel):
@@ -28,17 +29,12 @@ def make(ctx: ToolContext) -> BaseTool:
             ctx.memory.add_scene(ref_b)
             ctx.memory.add_scene(ref_a)
         g = pair.grid
-        return {
-            "scene_id": sid,
-            "width": g.width,
-            "height": g.height,
-            "crs": g.crs.to_string() if g.crs else None,
-            "georeferenced": g.georeferenced,
-            "bands": pair.band_names,
-            "band_roles": pair.band_roles,
-            "band_roles_source": pair.roles_source,
-            "dates": [ref_b.dates[0] if ref_b.dates else None, ref_a.dates[0] if ref_a.dates else None],
-            "sha256": {"before": ref_b.sha256, "after": ref_a.sha256},
-        }
+        return SceneResult(
+            scene_id=sid, width=g.width, height=g.height, crs=g.crs.to_string() if g.crs else None,
+            georeferenced=g.georeferenced, bands=pair.band_names, band_roles=pair.band_roles,
+            band_roles_source=pair.roles_source,
+            dates=[ref_b.dates[0] if ref_b.dates else None, ref_a.dates[0] if ref_a.dates else None],
+            sha256={"before": ref_b.sha256, "after": ref_a.sha256},
+        ).to_json()
 
     return StructuredTool.from_function(load_scene, name="load_scene", args_schema=LoadSceneArgs, description=load_scene.__doc__)

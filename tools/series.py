@@ -9,9 +9,12 @@ import numpy as np
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, ConfigDict, Field
 
+from geodelta.contracts import DetectOptions
 from geodelta.errors import ToolInputError
 from geodelta.perception.pipeline.series import interval_histograms, run_series
 from geodelta.tools.context import ToolContext
+from geodelta.tools.detect import MaskerName
+from geodelta.tools.results import SeriesResult
 
 MAX_REGIONS = 10  # regions (largest first) returned to the model; summary.json holds more
 
@@ -19,7 +22,7 @@ MAX_REGIONS = 10  # regions (largest first) returned to the model; summary.json 
 class SeriesArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
     images: list[str] = Field(min_length=3, description="Three or more image paths exactly as the user gave them, oldest first.")
-    method: str = Field(default="irmad", description="Change masker for every interval (irmad default, cva).")
+    method: MaskerName = Field(default="irmad", description="Change masker for every interval (irmad default).")  # type: ignore[valid-type]  # an Annotated alias built at run time
     min_area_m2: float = Field(default=0.0, ge=0, description="Drop regions smaller than this (m²).")
     analysis_id: str | None = Field(default=None, description="Optional: an analysis of the first -> last dates whose regions to date.")
     region_ids: list[int] = Field(default_factory=list, description="With analysis_id: the regions to date (describe_changes' region_ids).")
@@ -38,8 +41,8 @@ def make(ctx: ToolContext) -> BaseTool:
         key = json.dumps([str(p) for p in paths] + [method, min_area_m2])
         sid = "ser_" + hashlib.sha256(key.encode()).hexdigest()[:12]
         out = ctx.workspace.root / sid
-        s = run_series(paths, out, method=method, min_area_m2=min_area_m2, min_area_px=ctx.settings.min_area_px,
-                       tile=ctx.settings.tile_size, progress=ctx.progress, device=ctx.settings.device)
+        s = run_series(paths, out, DetectOptions(method=method, min_area_m2=min_area_m2, min_area_px=ctx.settings.min_area_px,
+                                             tile=ctx.settings.tile_size, device=ctx.settings.device), progress=ctx.progress)
         fc = s["first_change"]
         intervals = [{
             "interval": iv["interval"], "start": iv["start"], "end": iv["end"],
@@ -49,19 +52,12 @@ def make(ctx: ToolContext) -> BaseTool:
         } for iv in s["intervals"]]
         main = fc["main_interval"]
         asked = _date_regions(ctx, analysis_id, region_ids or [], out / "first_change.tif", s) if analysis_id else None
-        return {
-            "asked": asked,
-            "series_id": sid,
-            "dates": s["dates"],
-            "intervals": intervals,
-            "main_interval": main,
-            "main_between": [s["dates"][main - 1], s["dates"][main]] if main else None,
-            "never_changed_px": fc["never_px"],
-            "n_regions": fc["n_regions"],
-            "regions": fc["regions"][:MAX_REGIONS],
-            "first_change_tif": str(out / "first_change.tif"),
-            "timeline_png": str(out / "timeline.png"),
-        }
+        return SeriesResult(
+            asked=asked, series_id=sid, dates=s["dates"], intervals=intervals, main_interval=main,
+            main_between=[s["dates"][main - 1], s["dates"][main]] if main else None, never_changed_px=fc["never_px"],
+            n_regions=fc["n_regions"], regions=fc["regions"][:MAX_REGIONS], first_change_tif=str(out / "first_change.tif"),
+            timeline_png=str(out / "timeline.png"),
+        ).to_json()
 
     return StructuredTool.from_function(detect_series, name="detect_series", args_schema=SeriesArgs, description=detect_series.__doc__)
 

@@ -9,14 +9,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from affine import Affine
 from rasterio.crs import CRS
 
-from geodelta.contracts import Region
+from geodelta.contracts import DetectOptions, Region
 from geodelta.errors import ToolInputError
 from geodelta.perception.io.grid import Grid
 from geodelta.perception.io.reader import AlignedPair, open_pair
@@ -68,6 +68,7 @@ class Analysis:
     regions: list[Region]
     stats: dict[str, Any]
     landcover: dict[str, Any] | None = None
+    options: DetectOptions = field(default_factory=DetectOptions)  # what the detection ran with
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -79,6 +80,7 @@ class Analysis:
             "regions": [r.model_dump(mode="json") for r in self.regions],
             "stats": self.stats,
             "landcover": self.landcover,
+            "options": self.options.model_dump(mode="json"),
         }
 
 
@@ -161,6 +163,8 @@ class Workspace:
             regions=[Region.model_validate(r) for r in d["regions"]],
             stats=d["stats"],
             landcover=d.get("landcover"),
+            # analyses written before options were recorded kept the minimum sizes in stats
+            options=DetectOptions.model_validate(d.get("options") or d["stats"].get("options") or {}),
         )
         self._analyses[path] = (_stamp([path]), _copy(an))
         return an

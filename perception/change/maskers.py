@@ -7,9 +7,8 @@ float32 in [0, 1] with the masker's automatic threshold mapped to exactly 0.5.
 
 from __future__ import annotations
 
-import importlib
 import math
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -25,59 +24,16 @@ _HILL_K = 2.0
 _TRUNCATE = 3.0  # Gaussian kernel radius in sigmas (scipy's `truncate`)
 
 
-@runtime_checkable
-class ChangeMasker(Protocol):
-    """fit on a sample of both dates, then score windows; see module docstring."""
-
-    name: str
-
-    def fit(self, a: np.ndarray, b: np.ndarray) -> dict:
-        """a, b: float32 (B, N) sample of valid pixels of the two dates. Returns JSON-able params."""
-        ...
-
-    def score(self, a: np.ndarray, b: np.ndarray, valid: np.ndarray, params: dict) -> np.ndarray:
-        """a, b: float32 (B, h, w) one window; valid bool (h, w). float32 (h, w) change score in
-        [0, 1], >= 0.5 means change (the automatic threshold); 0 where not valid."""
-        ...
-
-
-# Built-in maskers by name. Those in other modules are lazy "module:Class" entries, imported on first use, so this
-# registry imports neither IR-MAD's nor the learned model's module (which import it): no import cycle.
-MASKERS: dict[str, type | str] = {
-    "irmad": "geodelta.perception.change.irmad:IRMAD",
-    "water": "geodelta.perception.change.water:WaterMasker",
-    "learned": "geodelta.perception.learned.siamese:LearnedMasker",
-    "auto": "geodelta.perception.change.auto:AutoMasker",
-}
-
-
-def register_masker(cls: type[Any]) -> type[Any]:
-    """Class decorator: add a masker class to `MASKERS` under its `name`."""
-    MASKERS[cls.name] = cls
-    return cls
-
-
-def list_maskers() -> list[str]:
-    return sorted(MASKERS)
-
-
-def masker_class(name: str) -> type:
-    """The masker class registered as `name` (importing its module on first use); InputError if unknown."""
-    try:
-        entry = MASKERS[name]
-    except KeyError:
-        raise InputError(f"unknown change method {name!r}: choose one of {', '.join(list_maskers())}") from None
-    if isinstance(entry, str):
-        module, _, attr = entry.partition(":")
-        entry = getattr(importlib.import_module(module), attr)
-        MASKERS[name] = entry
-    return entry
-
-
-def get_masker(name: str, **options: Any) -> ChangeMasker:
-    """A masker instance by registry name; unknown names raise InputError listing the choices."""
-    return masker_class(name)(**options)
-
+# The registry lives in registry.py (cheap to import: the CLI and tool schemas list its names); re-exported here
+# because maskers are usually asked for beside the clean-up functions of this module.
+from geodelta.perception.change.registry import (  # noqa: E402
+    MASKERS,  # noqa: F401
+    ChangeMasker,  # noqa: F401
+    get_masker,  # noqa: F401
+    list_maskers,  # noqa: F401
+    masker_class,  # noqa: F401
+    register_masker,
+)
 
 # ---------------------------------------------------------------- shared helpers
 

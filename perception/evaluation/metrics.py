@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import numpy as np
+from scipy import ndimage
+from skimage.segmentation import find_boundaries
 
 from geodelta.errors import InputError
 
@@ -52,3 +54,31 @@ def scores(conf: dict[str, int]) -> dict[str, float]:
 
     return {"precision": ratio(tp, tp + fp), "recall": ratio(tp, tp + fn), "f1": ratio(2 * tp, 2 * tp + fp + fn),
             "iou": ratio(tp, tp + fp + fn)}
+
+
+# ---------------------------------------------------------------- boundary metrics (the refine benchmark)
+
+
+def boundary_f1(pred: np.ndarray, truth: np.ndarray, tol: float = 2.0, valid: np.ndarray | None = None) -> dict[str, float]:
+    """Boundary precision / recall / F1: a boundary pixel (skimage find_boundaries, mode 'inner') matches when
+    the other mask has a boundary pixel within `tol` px (Euclidean). Both masks empty -> 1.0 (as metrics.scores)."""
+    pred, truth = np.asarray(pred, bool), np.asarray(truth, bool)
+    if valid is not None:
+        pred, truth = pred & valid, truth & valid
+    bp, bt = find_boundaries(pred, mode="inner"), find_boundaries(truth, mode="inner")
+    if valid is not None:
+        bp, bt = bp & valid, bt & valid
+    if not bp.any() and not bt.any():
+        return {"precision": 1.0, "recall": 1.0, "f1": 1.0}
+    if not bp.any() or not bt.any():
+        return {"precision": 0.0, "recall": 0.0, "f1": 0.0}
+    near_t = ndimage.distance_transform_edt(~bt) <= tol
+    near_p = ndimage.distance_transform_edt(~bp) <= tol
+    p, r = float((bp & near_t).sum() / bp.sum()), float((bt & near_p).sum() / bt.sum())
+    return {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0}
+
+
+def count_error(pred: np.ndarray, truth: np.ndarray) -> float:
+    """|#components(pred) - #components(truth)| / max(#components(truth), 1), 4-connected."""
+    n_p, n_t = ndimage.label(pred)[1], ndimage.label(truth)[1]
+    return abs(n_p - n_t) / max(n_t, 1)

@@ -12,7 +12,6 @@ size works; pass one `fit`'s `params` (whole-scene sample) so all tiles of a sce
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -358,43 +357,3 @@ def class_shares(classes: np.ndarray, mask: np.ndarray | None = None) -> dict[st
     c = c[c != NODATA]
     n = max(c.size, 1)
     return {name: float((c == i).sum()) / n for i, name in enumerate(CLASSES)}
-
-
-# Phenology (three or more dates): a pixel that goes vegetated -> bare -> vegetated (or bare ->
-# vegetated -> bare) and is never water, tree or built-up follows a sowing/harvest cycle: cropland
-# at every date (NDVI-trajectory crop mapping, e.g. Wardlow et al. 2007, Remote Sens. Environ.
-# 108:290). Still a rule on few dates, so capped.
-PHENOLOGY_MAX_CONFIDENCE = 0.7
-PHENOLOGY_MIN_DATES = 3
-
-
-def classify_series(
-    images: list[np.ndarray],
-    roles: dict[str, int],
-    valids: Sequence[np.ndarray | None] | None = None,
-    *,
-    scale: float | None = None,
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Land cover of co-registered dates (each (B, h, w), same grid), oldest first.
-
-    Each date is classified on its own (`classify`, own scene fit: radiometry differs per date);
-    with >= PHENOLOGY_MIN_DATES multispectral dates, pixels whose vegetated/bare sequence switches
-    at least twice and that are never water, tree or built-up become cropland at every date.
-    """
-    out = [classify(img, roles, v, scale=scale) for img, v in zip(images, valids or [None] * len(images))]
-    if len(out) < PHENOLOGY_MIN_DATES or rule_set(roles) != "multispectral":
-        return out
-    cls = np.stack([c for c, _ in out])
-    veg = np.isin(cls, [CODE["low_vegetation"], CODE["cropland"]])
-    bare = cls == CODE["bare_ground"]
-    state = np.where(veg, 1, np.where(bare, 0, -1))
-    steady = np.all(state >= 0, axis=0)  # never water / tree / built-up / other / nodata
-    switches = (np.diff(state, axis=0) != 0).sum(axis=0)
-    cycle = steady & (switches >= 2)
-    result = []
-    for c, conf in out:
-        c, conf = c.copy(), conf.copy()
-        c[cycle] = CODE["cropland"]
-        conf[cycle] = np.clip(np.maximum(conf[cycle], 0.5), 0.0, PHENOLOGY_MAX_CONFIDENCE)
-        result.append((c, conf))
-    return result

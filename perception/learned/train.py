@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from geodelta.contracts import DetectOptions
 from geodelta.perception.evaluation import metrics
 from geodelta.perception.evaluation.datasets import LabelledPair, labelled_pairs
 from geodelta.perception.learned import siamese as learned
@@ -302,8 +303,8 @@ def compare(data_dir: str | Path, weights: str | Path | None = None, methods=("l
             with open_pair(lp.before, lp.after) as pair:
                 for m in methods:
                     opts = {"weights": weights} if m == "learned" and weights else {}
-                    det = detect_stage(pair, Path(tmp) / f"{m}_{i}", method=m, min_area_m2=0.0, min_area_px=0,
-                                       masker_opts=opts)
+                    det = detect_stage(pair, Path(tmp) / f"{m}_{i}", DetectOptions(method=m, min_area_m2=0.0, min_area_px=0,
+                                                                                    masker_opts=opts))
                     with rasterio.open(det.change_tif) as src:
                         pred = src.read(1) == 1
                     out[m].setdefault(lp.domain, []).append(metrics.confusion(pred, truth, labelled))

@@ -15,14 +15,13 @@ from typing import Any
 import numpy as np
 import rasterio
 
-from geodelta.contracts import ChangeQuery, Progress, Quadruple, Region
+from geodelta.contracts import ChangeQuery, ChangeTotals, DetectOptions, MethodInfo, Progress, Quadruple, Region, Summary
 from geodelta.perception.change import engines
 from geodelta.perception.change import maskers as change
 from geodelta.perception.describe import caption as captioning
 from geodelta.perception.describe import regions as describe
 from geodelta.perception.io.grid import Grid
 from geodelta.perception.io.reader import AlignedPair, ImageSource, open_pair
-from geodelta.perception.io.tiling import iter_windows
 from geodelta.perception.render import cog, webmap
 from geodelta.perception.render import outputs as render
 
@@ -34,6 +33,9 @@ THUMB_SIZE = 1024  # px, longest side of the overlay / map thumbnails
 # exactly to the polygons after stitching (describe.regions_from_rasters).
 MAX_TILE_MIN_PIXELS = 24
 SUMMARY_REGIONS = 100  # regions (largest first) and region ids per quadruple kept in summary.json
+
+
+DEFAULT_OPTIONS = DetectOptions()
 
 
 @dataclass
@@ -50,29 +52,25 @@ class Detection:
     changed_px: int
     valid_px: int
     timings: dict[str, float] = field(default_factory=dict)
+    options: DetectOptions = DEFAULT_OPTIONS  # what the detection ran with (refine re-polygonises with the same)
 
 
 def detect_stage(
     pair: AlignedPair,
     out_dir: Path,
+    options: DetectOptions = DEFAULT_OPTIONS,
     *,
-    method: str = "auto",
-    min_area_m2: float = 0.0,
-    min_area_px: int = 16,
-    tile: int = 1024,
     progress: Progress | None = None,
-    engine: str = "local",
     engine_opts: dict | None = None,
-    masker_opts: dict | None = None,
-    device: str | None = None,
 ) -> Detection:
     """Fit the masker on a scene-wide sample, score tile by tile, write change.tif / change_prob.tif.
 
-    Peak memory follows `tile` (plus the masker's halo), not the scene size. `engine` ("local" or
-    "dask", see engines.py) runs the windows; `engine_opts` go to it (scheduler, workers); `masker_opts`
-    go to the masker (e.g. `weights` of the learned model); `device` (auto|cpu|cuda) to maskers that run a
-    torch model (learned, auto), passed by the caller rather than read from the environment.
+    Peak memory follows `options.tile` (plus the masker's halo), not the scene size. `options.engine` ("local"
+    or "dask", see engines.py) runs the windows, with `engine_opts` (scheduler, workers, client);
+    `options.masker_opts` go to the masker (e.g. `weights` of the learned model), `options.device`
+    (auto|cpu|cuda) to maskers that run a torch model (learned, auto): passed down, never read from the environment.
     """
+    method, tile, device = options.method, options.tile, options.device
     out_dir.mkdir(parents=True, exist_ok=True)
     grid = pair.grid
     keep = change.change_band_indices(pair.band_names)  # None: compare every band
@@ -82,7 +80,7 @@ def detect_stage(
     # Maskers that need to know which band is red / NIR (learned, water, auto) take `roles`; `auto` also
     # takes the pixel size it picks by (`scene`).
     sig = inspect.signature(change.masker_class(method) if method in change.MASKERS else object).parameters
-    opts = dict(masker_opts or {}) | ({"roles": roles} if "roles" in sig else {})  # e.g. the learned model's weights
+    opts = dict(options.masker_opts) | ({"roles": roles} if "roles" in sig else {})  # e.g. the learned model's weights
     if "scene" in sig:
         opts["scene"] = {"pixel_m": pixel_size_m(grid)}
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.values())  # auto: **learned options
@@ -93,12 +91,12 @@ def detect_stage(
         masker = change.BandSubset(masker, keep, [pair.band_names[i] for i in keep])
     timings: dict[str, float] = {}
 
-    run_change = engines.get_engine(engine)
+    run_change = engines.get_engine(options.engine)
     # Components smaller than this are removed per tile (with halo); regions crossing tiles are
     # measured again after polygonising, so the final size filter is exact.
-    min_px = _min_pixels(grid, min_area_m2, min_area_px)
+    min_px = _min_pixels(grid, options.min_area_m2, options.min_area_px)
     change_tif, prob_tif = out_dir / "change.tif", out_dir / "change_prob.tif"
-    with engines.started(engine, engine_opts, masker) as resolve:  # a Dask cluster starts while the masker fits
+    with engines.started(options.engine, engine_opts, masker) as resolve:  # a Dask cluster starts while the masker fits
         t0 = time.perf_counter()
         a_s, b_s = pair.sample()
         params = masker.fit(a_s, b_s)
@@ -110,7 +108,7 @@ def detect_stage(
         changed, valid_total = run_change(pair, masker, params, (change_tif, prob_tif), tile, progress,
                                           min_pixels=min(min_px, MAX_TILE_MIN_PIXELS), **opts)
         timings["score_s"] = time.perf_counter() - t0
-    if engine == "local":  # the learned model's buffers are not needed for polygonising (no-op without it)
+    if options.engine == "local":  # the learned model's buffers are not needed for polygonising (no-op without it)
         from geodelta.perception.learned import onnx_infer
 
         onnx_infer.release_memory()
@@ -121,10 +119,11 @@ def detect_stage(
 
     t0 = time.perf_counter()
     regions = describe.regions_from_rasters(
-        change_tif, prob_tif, grid, min_area_m2=min_area_m2, min_area_px=min_area_px if not grid.georeferenced else 0
+        change_tif, prob_tif, grid, min_area_m2=options.min_area_m2,
+        min_area_px=options.min_area_px if not grid.georeferenced else 0,
     )
     timings["polygonise_s"] = time.perf_counter() - t0
-    return Detection(out_dir, grid, method, params, change_tif, prob_tif, regions, changed, valid_total, timings)
+    return Detection(out_dir, grid, method, params, change_tif, prob_tif, regions, changed, valid_total, timings, options)
 
 
 def pixel_size_m(grid: Grid) -> float | None:
@@ -209,32 +208,26 @@ def run_detect(
     before: str | Path | ImageSource,
     after: str | Path | ImageSource,
     out_dir: str | Path,
+    options: DetectOptions = DEFAULT_OPTIONS,
     *,
-    method: str = "auto",
     aoi: tuple[float, float, float, float] | None = None,
-    min_area_m2: float = 0.0,
-    min_area_px: int = 16,
-    tile: int = 1024,
+    bands: str | list[str] | None = None,
     query: ChangeQuery | None = None,
     progress: Progress | None = None,
-    engine: str = "local",
     engine_opts: dict | None = None,
-    bands: str | list[str] | None = None,
-    device: str | None = None,
 ) -> dict[str, Any]:
-    """`geodelta detect`: every output file of issue 2 in `out_dir`; returns the summary dict.
+    """`geodelta detect`: every output file in `out_dir`; returns the summary dict (with the options used).
 
-    `bands` declares band roles in file order ("swir1,nir,green") for files that carry none; `device` goes to
-    detect_stage (None: the maskers resolve GEODELTA_DEVICE, as the CLI wants)."""
+    `aoi` (lon/lat W, S, E, N) and `bands` (roles in file order, "swir1,nir,green", for files that carry none)
+    say how to read the inputs; `options` how to detect (see `DetectOptions`)."""
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
     pair = open_pair(before, after, aoi=aoi, bands=bands)
     t_open = time.perf_counter() - t0
-    query = query or ChangeQuery(min_area_m2=min_area_m2)
+    query = query or ChangeQuery(min_area_m2=options.min_area_m2)
 
-    det = detect_stage(pair, out_dir, method=method, min_area_m2=min_area_m2, min_area_px=min_area_px, tile=tile, progress=progress,
-                       engine=engine, engine_opts=engine_opts, device=device)
+    det = detect_stage(pair, out_dir, options, progress=progress, engine_opts=engine_opts)
     t0 = time.perf_counter()
     kept, quads, text = describe_stage(det.regions, query, det.grid)
     t_describe = time.perf_counter() - t0
@@ -243,15 +236,16 @@ def run_detect(
     t_render = time.perf_counter() - t0
 
     summary = build_summary(pair, det, query, kept, quads, text, maps)
-    summary["timings_s"] = {
+    summary.timings_s = {
         "open": round(t_open, 3),
         **{k.removesuffix("_s"): round(v, 3) for k, v in det.timings.items()},
         "describe": round(t_describe, 3),
         "render": round(t_render, 3),
         "total": round(time.perf_counter() - t_start, 3),
     }
-    render.summary_json(out_dir / "summary.json", summary)
-    return summary
+    record = summary.model_dump(mode="json")
+    render.summary_json(out_dir / "summary.json", record)
+    return record
 
 
 def build_summary(
@@ -262,17 +256,15 @@ def build_summary(
     quads: list[Quadruple],
     text: str,
     maps: dict[str, str],
-) -> dict[str, Any]:
-    """The JSON-able record of one analysis (summary.json); hashes make it reproducible."""
+) -> Summary:
+    """The record of one analysis (summary.json); hashes make it reproducible."""
     grid = det.grid
-    changed_area: dict[str, float] = {"changed_px": det.changed_px, "valid_px": det.valid_px}
-    if grid.pixel_area_m2:
-        changed_area["changed_m2"] = round(det.changed_px * grid.pixel_area_m2, 2)
-    return {
+    changed_m2 = round(det.changed_px * grid.pixel_area_m2, 2) if grid.pixel_area_m2 else None
+    return Summary.model_validate({
         "geodelta_version": _version(),
-        "query": query.model_dump(mode="json"),
-        "method": {"name": det.method, "params": det.params,
-                   **({"chosen": det.params["chosen"], "reason": det.params["reason"]} if "chosen" in det.params else {})},
+        "query": query,
+        "options": det.options,
+        "method": MethodInfo(name=det.method, params=det.params, chosen=det.params.get("chosen"), reason=det.params.get("reason")),
         "inputs": {
             "before": pair.scene_ref("before").model_dump(mode="json"),
             "after": pair.scene_ref("after").model_dump(mode="json"),
@@ -287,7 +279,7 @@ def build_summary(
             "height": grid.height,
             "georeferenced": grid.georeferenced,
         },
-        "change": changed_area,
+        "change": ChangeTotals(changed_px=det.changed_px, valid_px=det.valid_px, changed_m2=changed_m2),
         "n_regions": len(regions),
         # the largest regions only, without their polygons: summary.json stays small at any scale (the
         # largest regions carry the most vertices); every region with its polygon is in regions.gpkg
@@ -297,7 +289,7 @@ def build_summary(
         "caption": text,
         "classes_known": any(r.from_class != "unknown" or r.to_class != "unknown" for r in regions),
         "outputs": {k: Path(v).name for k, v in maps.items()},
-    }
+    })
 
 
 def _capped_ids(quad: dict) -> dict:
@@ -317,48 +309,3 @@ def _version() -> str:
 def pair_roles(pair: AlignedPair) -> dict[str, int]:
     """Band roles (red, nir, ...) as indices into the arrays `pair.read()` returns."""
     return dict(pair.band_roles)
-
-
-def landcover_stage(pair: AlignedPair, regions: list[Region], *, tile: int = 1024, progress: Progress | None = None) -> tuple[list[Region], dict[str, Any]]:
-    """Classify both dates tile by tile and give each region its majority from/to class (S2M `what`).
-
-    Class histograms are accumulated per region across tiles, so a region split by a tile edge gets
-    the same classes as if the scene were read whole.
-    """
-    from affine import Affine
-    from rasterio.features import rasterize
-
-    from geodelta.perception.landcover import rgb as landcover_learned
-    from geodelta.perception.landcover import rules as landcover
-    from geodelta.perception.landcover import transitions
-
-    roles = pair_roles(pair)
-    rule_set = landcover.rule_set(roles)
-    grid = pair.grid
-    if rule_set == "none" or not regions:
-        return regions, {"rule_set": rule_set, "classes_known": False, "roles": roles}
-    if rule_set == "rgb" and landcover_learned.available():  # learned chips beat the colour rules on AID (model card)
-        return landcover_learned.region_classes(pair, regions, roles, progress)
-
-    geoms = [(r.id, describe.pixel_polygon(r, grid), r.bbox_px) for r in regions]
-    # One set of scene-adapted thresholds per date, fitted on a scene-wide sample, so every tile
-    # classifies with the same rules (no seams at tile edges).
-    sample_a, sample_b = pair.sample()
-    params_a, params_b = landcover.fit(sample_a, roles), landcover.fit(sample_b, roles)
-    hist = transitions.TransitionHistogram(max(r.id for r in regions) + 1)
-    windows = list(iter_windows(grid, tile, halo=0))
-    for i, (win, _, _) in enumerate(windows):
-        c0, r0 = int(win.col_off), int(win.row_off)
-        c1, r1 = c0 + int(win.width), r0 + int(win.height)
-        shapes = [(g, rid) for rid, g, (bc0, br0, bc1, br1) in geoms if bc0 < c1 and bc1 > c0 and br0 < r1 and br1 > r0]
-        if not shapes:
-            continue
-        labels = rasterize(shapes, out_shape=(int(win.height), int(win.width)), transform=Affine.translation(c0, r0), fill=0, dtype="int32")
-        a, b, valid = pair.read(win)
-        cls_a, conf_a = landcover.classify(a, roles, valid, params=params_a)
-        cls_b, conf_b = landcover.classify(b, roles, valid, params=params_b)
-        hist.add(np.where(valid, labels, 0), cls_a, cls_b, conf_a, conf_b)
-        if progress:
-            progress("land cover", i + 1, len(windows))
-    out, counts = hist.apply(regions)
-    return out, {"rule_set": rule_set, "classes_known": True, "caveat": landcover.CAVEATS.get(rule_set), "roles": roles, "transitions": counts}

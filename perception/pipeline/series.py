@@ -22,7 +22,7 @@ from rasterio.enums import Resampling
 from rasterio.warp import transform_geom
 from rasterio.windows import Window
 
-from geodelta.contracts import Progress
+from geodelta.contracts import DetectOptions, Progress
 from geodelta.errors import InputError
 from geodelta.perception.describe import regions as describe
 from geodelta.perception.io.grid import Grid
@@ -33,6 +33,7 @@ from geodelta.perception.render import outputs as render
 
 NEVER, NODATA_U8 = 0, 255
 MAX_SERIES_REGIONS = 50  # regions listed in summary.json (largest first); the raster holds them all
+SERIES_OPTIONS = DetectOptions(method="irmad")  # a series defaults to IR-MAD on every interval (as before)
 
 
 def parse_dates(text: str | None) -> list[str] | None:
@@ -143,21 +144,16 @@ def region_first_intervals(regions: list, first_tif: Path, grid: Grid) -> list[i
 def run_series(
     images: Sequence[str | Path],
     out_dir: str | Path,
+    options: DetectOptions = SERIES_OPTIONS,
     *,
     dates: list[str] | None = None,
-    method: str = "irmad",
     aoi: tuple[float, float, float, float] | None = None,
-    min_area_m2: float = 0.0,
-    min_area_px: int = 16,
-    tile: int = 1024,
-    progress: Progress | None = None,
-    engine: str = "local",
-    engine_opts: dict | None = None,
     bands: str | list[str] | None = None,
-    device: str | None = None,
+    progress: Progress | None = None,
+    engine_opts: dict | None = None,
 ) -> dict[str, Any]:
     """`geodelta detect D1 D2 ... DN` (N > 2, oldest first): interval_k/ outputs, first_change.tif,
-    timeline.png and summary.json in `out_dir`; returns the summary dict. `device`: as run_detect."""
+    timeline.png and summary.json in `out_dir`; returns the summary dict. Arguments as `run_detect`."""
     from geodelta.perception.pipeline.detect import run_detect
     from geodelta.perception.render.timeline import timeline_png
 
@@ -169,15 +165,14 @@ def run_series(
     intervals: list[dict[str, Any]] = []
     with ExitStack() as stack:
         opts = dict(engine_opts or {})
-        if engine == "dask":  # one cluster for every interval
+        if options.engine == "dask":  # one cluster for every interval
             from geodelta.perception.change.engines import dask_client
 
             opts = {"client": stack.enter_context(dask_client(**opts))}
         for k in range(1, len(sources)):
             sub = out_dir / f"interval_{k}"
-            s = run_detect(sources[k - 1], sources[k], sub, method=method, aoi=aoi, min_area_m2=min_area_m2,
-                           min_area_px=min_area_px, tile=tile, progress=progress, engine=engine, engine_opts=opts,
-                           bands=bands, device=device)
+            s = run_detect(sources[k - 1], sources[k], sub, options, aoi=aoi, bands=bands, progress=progress,
+                           engine_opts=opts)
             intervals.append({
                 "interval": k, "start": iso[k - 1], "end": iso[k], "dir": sub.name,
                 "change": s["change"], "n_regions": len(s["regions"]), "quadruples": s["quadruples"], "caption": s["caption"],
@@ -189,7 +184,7 @@ def run_series(
     with rasterio.open(change_tifs[0]) as src:
         grid = grid_of(src)
     first_tif = out_dir / "first_change.tif"
-    counts = first_change_raster(change_tifs, grid, first_tif, tile)
+    counts = first_change_raster(change_tifs, grid, first_tif, options.tile)
     px_m2 = grid.pixel_area_m2
     for iv in intervals:
         k = iv["interval"]
@@ -197,9 +192,9 @@ def run_series(
         if px_m2:
             iv["first_change_m2"] = round(float(counts[k]) * px_m2, 2)
 
-    ever_tif = _ever_changed(first_tif, grid, out_dir / "changed_any.tif", tile)
-    regions = describe.regions_from_rasters(ever_tif, None, grid, min_area_m2=min_area_m2,
-                                            min_area_px=min_area_px if not grid.georeferenced else 0)
+    ever_tif = _ever_changed(first_tif, grid, out_dir / "changed_any.tif", options.tile)
+    regions = describe.regions_from_rasters(ever_tif, None, grid, min_area_m2=options.min_area_m2,
+                                            min_area_px=options.min_area_px if not grid.georeferenced else 0)
     firsts = region_first_intervals(regions[:MAX_SERIES_REGIONS], first_tif, grid)
     region_rows = [{
         "id": r.id, "area_m2": r.area_m2, "area_px": r.area_px, "sector": r.sector,
@@ -211,8 +206,9 @@ def run_series(
     summary: dict[str, Any] = {
         "dates": iso,
         "images": [s.name for s in sources],
-        "method": method,
-        "engine": engine,
+        "method": options.method,
+        "engine": options.engine,
+        "options": options.model_dump(mode="json"),
         "grid": {"crs": grid.crs.to_string() if grid.crs else None, "transform": list(grid.transform)[:6],
                  "width": grid.width, "height": grid.height},
         "intervals": intervals,

@@ -1,1 +1,1 @@
-"""Region refinement (SAM and the morphological fallback): coarse change regions -> precise boundaries."""
+"""Region refinement: coarse change regions -> precise boundaries (superpixels, SAM), tile by tile."""
