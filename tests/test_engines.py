@@ -125,3 +125,18 @@ def test_started_cluster_warms_the_learned_model_on_one_thread_per_worker() -> N
         envs = cl.run(_worker_env)
     assert len(loaded) == 2 and all(n == 1 for n in loaded.values())
     assert all(e == ("1", "1") for e in envs.values())
+
+
+def test_learned_model_scores_windows_in_parallel_with_the_same_bytes(data_dir: Path, tmp_path: Path) -> None:
+    """`auto` on RGB picks the ONNX model, which the local engine runs on its pool (one onnxruntime thread
+    per window): the same change.tif and change_prob.tif as one window at a time."""
+    lv = data_dir / "levir_crops"
+    pair = open_pair(lv / "A" / "test_2_0000_0000.png", lv / "B" / "test_2_0000_0000.png")
+    masker = change.get_masker("auto", roles=dict(pair.band_roles), scene={"pixel_m": None})
+    assert masker.chosen == "learned" and masker.thread_safe
+    params = masker.fit(*pair.sample())
+    one = engines.run_local(pair, masker, params, (tmp_path / "c1.tif", tmp_path / "p1.tif"), 128, min_pixels=16, threads=1)
+    two = engines.run_local(pair, masker, params, (tmp_path / "c2.tif", tmp_path / "p2.tif"), 128, min_pixels=16, threads=2)
+    assert one == two and one[0] > 0
+    for a, b in (("c1.tif", "c2.tif"), ("p1.tif", "p2.tif")):
+        assert np.array_equal(_read(tmp_path / a)[0], _read(tmp_path / b)[0])

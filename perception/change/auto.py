@@ -92,6 +92,7 @@ class AutoMasker:
             opts["roles"] = self.roles
         self.inner = get_masker(self.chosen, **opts)
         self.open_radius = getattr(self.inner, "open_radius", None)
+        self.thread_safe = getattr(self.inner, "thread_safe", False)  # the local engine's pool runs the inner masker
 
     def fit(self, a: np.ndarray, b: np.ndarray) -> dict:
         params = self.inner.fit(a, b)
