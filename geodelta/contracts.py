@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_serializer, model_validator
 
 # The fixed land-cover vocabulary (ARCHITECTURE section 3). "unknown" is not a class: it marks
 # a region whose classes were not (or could not be) determined, and the answer must say so.
@@ -121,6 +121,25 @@ class Region(_Model):
     class_confidence: float | None = Field(default=None, ge=0, le=1)
     refined_by: str | None = None
     first_interval: int | None = None
+    # (the polygon dict it was built from, shapely geometry): describe, render and the map need the geometry,
+    # and rebuilding it from the dict (shapely's shape()) cost seconds per stage at 10,000 regions.
+    _shape: tuple[Any, Any] | None = PrivateAttr(default=None)
+
+    def geometry(self) -> Any:
+        """`polygon` as a shapely geometry, built once per polygon (a model_copy that replaces `polygon` rebuilds it).
+
+        describe sets it when it creates the region (`with_geometry`), so no stage pays for shape()."""
+        cached = self._shape
+        if cached is None or cached[0] is not self.polygon:
+            from shapely.geometry import shape  # lazy: contracts stays importable without the geo stack loaded
+
+            cached = self._shape = (self.polygon, shape(self.polygon))
+        return cached[1]
+
+    def with_geometry(self, geom: Any) -> Region:
+        """Attach `geom` (the shapely geometry `polygon` was written from) and return self."""
+        self._shape = (self.polygon, geom)
+        return self
 
 
 class Where(_Model):

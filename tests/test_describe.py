@@ -68,6 +68,8 @@ def test_regions_are_the_4_connected_components(demo, demo_regions):
     for r in demo_regions:
         geom = shape(r.polygon)
         assert geom.is_valid and geom.geom_type == "Polygon"
+    exact = describe.regions_from_rasters(demo["change_tif"], None, demo["grid"], simplify_px=0)
+    for r in exact:  # the exact outlines hold exactly the region's pixels
         assert describe.pixel_polygon(r, demo["grid"]).area == pytest.approx(r.area_px, rel=1e-6)
 
 
@@ -155,10 +157,12 @@ def test_unreferenced_grid_gives_pixel_regions(levir):
     assert sum(r.area_px for r in regions) == int(change.sum())
     for r in regions:
         assert r.area_m2 is None and r.centroid_lonlat is None
-        geom = shape(r.polygon)
-        assert geom.area == pytest.approx(r.area_px)
+        geom = shape(r.polygon)  # simplified to the pixel: inside the pixel bbox, at most 1 px in from it
         x0, y0, x1, y1 = geom.bounds
-        assert (x0, y0, x1, y1) == r.bbox_px and 0 <= x0 < x1 <= 256 and 0 <= y0 < y1 <= 256
+        b0, b1, b2, b3 = r.bbox_px
+        assert b0 <= x0 <= b0 + 1 and b1 <= y0 <= b1 + 1 and b2 - 1 <= x1 <= b2 and b3 - 1 <= y1 <= b3
+        assert 0 <= x0 < x1 <= 256 and 0 <= y0 < y1 <= 256
+    assert sum(shape(r.polygon).area for r in regions) == pytest.approx(int(change.sum()), rel=0.01)
     quads = describe.quadruples(regions, levir["grid"])
     assert all(q.total_area_m2 is None for q in quads)
     assert sum(q.total_area_px for q in quads) == int(change.sum())
@@ -239,3 +243,48 @@ def test_filter_by_sector_bbox_classes_and_size(demo, demo_regions):
 def test_bbox_on_unreferenced_scene_is_an_input_error(levir):
     with pytest.raises(InputError, match="sector"):
         describe.filter_regions(levir["regions"], ChangeQuery(area={"kind": "bbox", "bbox": (0, 0, 1, 1)}), levir["grid"])
+
+
+def test_polygon_dicts_and_cached_geometry_match_the_geojson(demo_regions):
+    """Region.polygon (built from ring arrays) is what shapely's GeoJSON writer gives, and Region.geometry()
+    is that polygon; a copy with another polygon gets that polygon's geometry, not the cached one."""
+    import json
+
+    import shapely
+
+    geoms = np.array([r.geometry() for r in demo_regions], dtype=object)
+    assert [json.loads(g) for g in shapely.to_geojson(geoms)] == [r.polygon for r in demo_regions]
+    assert all(r.geometry().equals(shape(r.polygon)) for r in demo_regions)
+    holed = shapely.Polygon([(0, 0), (4, 0), (4, 4), (0, 4)], [[(1, 1), (2, 1), (2, 2), (1, 2)]])
+    multi = shapely.MultiPolygon([holed, shapely.box(5, 5, 6, 6)])
+    arr = np.array([holed, multi, shapely.Polygon()], dtype=object)
+    assert describe.geojson_dicts(arr) == [json.loads(g) for g in shapely.to_geojson(arr)]
+    moved = demo_regions[0].model_copy(update={"polygon": json.loads(shapely.to_geojson(shapely.box(0, 0, 1, 1)))})
+    assert moved.geometry().area == 1.0 and demo_regions[0].geometry().area < 0.01  # lon/lat degrees
+
+
+@pytest.mark.parametrize("case", ["demo", "levir"])
+def test_polygons_are_the_pixel_outline_simplified_to_the_pixel(case, request):
+    """Default polygons: valid, vertices are pixel corners of the exact outline, within 1 px of it, with far
+    fewer vertices and the total area within 1 %; every per-pixel attribute equals the exact run's."""
+    import shapely
+
+    if case == "demo":
+        d = request.getfixturevalue("demo")
+        tif, grid = d["change_tif"], d["grid"]
+    else:
+        d = request.getfixturevalue("levir")
+        grid = d["grid"]
+        tif = _write(Path(str(request.getfixturevalue("tmp_path"))) / "c.tif", grid, d["change"], 255)
+    simple = describe.regions_from_rasters(tif, None, grid)
+    exact = describe.regions_from_rasters(tif, None, grid, simplify_px=0)
+    attrs = lambda rs: [r.model_dump(exclude={"polygon"}) for r in rs]  # noqa: E731
+    assert attrs(simple) == attrs(exact)
+    s_px, e_px = describe.pixel_polygons(simple, grid), describe.pixel_polygons(exact, grid)
+    assert shapely.is_valid(s_px).all()
+    corners = shapely.get_coordinates(s_px)
+    assert np.abs(corners - np.rint(corners)).max() < 1e-6
+    assert shapely.get_num_coordinates(s_px).sum() < 0.8 * shapely.get_num_coordinates(e_px).sum()
+    assert (shapely.hausdorff_distance(s_px, e_px) <= 1.0).all()
+    area = sum(r.area_px for r in exact)
+    assert abs(shapely.area(s_px).sum() - area) < 0.01 * area

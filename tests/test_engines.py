@@ -100,3 +100,43 @@ def test_local_threads_write_the_same_bytes_as_one_thread(data_dir: Path, tmp_pa
         assert np.array_equal(_read(tmp_path / a)[0], _read(tmp_path / b)[0])
     with pytest.raises(InputError, match="threads"):
         engines.run_local(pair, masker, params, (tmp_path / "x.tif", tmp_path / "y.tif"), 256, threads=0)
+
+
+def _sessions_loaded() -> int:
+    from geodelta.perception.learned import onnx_infer
+
+    return onnx_infer.load_session.cache_info().currsize
+
+
+def _worker_env() -> tuple[str | None, str | None]:
+    import os
+
+    return os.environ.get("GEODELTA_THREADS"), os.environ.get("OPENBLAS_NUM_THREADS")
+
+
+def test_started_cluster_warms_the_learned_model_on_one_thread_per_worker() -> None:
+    """While the driver fits, each LocalCluster worker loads the learned model's session (once per process),
+    and its libraries run one thread each (a worker runs one task at a time)."""
+    masker = change.get_masker("auto", roles={"red": 0, "green": 1, "blue": 2}, scene={"pixel_m": 0.5})
+    assert masker.chosen == "learned"
+    with engines.started("dask", {"workers": 2}, masker) as resolve:
+        cl = resolve()["client"]
+        loaded = cl.run(_sessions_loaded)
+        envs = cl.run(_worker_env)
+    assert len(loaded) == 2 and all(n == 1 for n in loaded.values())
+    assert all(e == ("1", "1") for e in envs.values())
+
+
+def test_learned_model_scores_windows_in_parallel_with_the_same_bytes(data_dir: Path, tmp_path: Path) -> None:
+    """`auto` on RGB picks the ONNX model, which the local engine runs on its pool (one onnxruntime thread
+    per window): the same change.tif and change_prob.tif as one window at a time."""
+    lv = data_dir / "levir_crops"
+    pair = open_pair(lv / "A" / "test_2_0000_0000.png", lv / "B" / "test_2_0000_0000.png")
+    masker = change.get_masker("auto", roles=dict(pair.band_roles), scene={"pixel_m": None})
+    assert masker.chosen == "learned" and masker.thread_safe
+    params = masker.fit(*pair.sample())
+    one = engines.run_local(pair, masker, params, (tmp_path / "c1.tif", tmp_path / "p1.tif"), 128, min_pixels=16, threads=1)
+    two = engines.run_local(pair, masker, params, (tmp_path / "c2.tif", tmp_path / "p2.tif"), 128, min_pixels=16, threads=2)
+    assert one == two and one[0] > 0
+    for a, b in (("c1.tif", "c2.tif"), ("p1.tif", "p2.tif")):
+        assert np.array_equal(_read(tmp_path / a)[0], _read(tmp_path / b)[0])

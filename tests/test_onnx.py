@@ -104,3 +104,13 @@ print(json.dumps({{"runtime": p["runtime"], "model": p["model"], "type": p.get("
     assert out["runtime"] == "onnx" and not out["torch"] and out["changed"] > 0
     if method == "buildings":  # the pretrained change-type model's building head
         assert out["model"] == "effnet_siamese_v1" and out["type"] == "building"
+
+
+def test_release_memory_keeps_the_session_and_its_answers(data_dir: Path):
+    """After the change stage hands the arena back, the same session still gives the same probabilities."""
+    lv = data_dir / "levir_crops"
+    xa, xb = _prepared(lv / "A" / "test_2_0000_0000.png", lv / "B" / "test_2_0000_0000.png", 256, 256)
+    sess, _, _ = onnx_infer.load_session(str(learned.default_weights()))
+    before = onnx_infer.predict(sess, xa, xb)
+    assert onnx_infer.release_memory() >= 1
+    assert np.array_equal(onnx_infer.predict(sess, xa, xb), before)

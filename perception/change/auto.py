@@ -111,6 +111,7 @@ class AutoMasker:
             opts["roles"] = self.roles
         self.inner = get_masker(self.chosen, **opts)
         self.open_radius = getattr(self.inner, "open_radius", None)
+        self.thread_safe = getattr(self.inner, "thread_safe", False)  # the local engine's pool runs the inner masker
 
     def fit(self, a: np.ndarray, b: np.ndarray) -> dict:
         params = self.inner.fit(a, b)
@@ -118,3 +119,9 @@ class AutoMasker:
 
     def score(self, a: np.ndarray, b: np.ndarray, valid: np.ndarray, params: dict) -> np.ndarray:
         return self.inner.score(a, b, valid, params)
+
+    def warm(self) -> None:
+        """Load what the chosen masker loads once per process (engines.started runs it on Dask workers)."""
+        warm = getattr(self.inner, "warm", None)
+        if warm is not None:
+            warm()

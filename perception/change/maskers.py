@@ -201,6 +201,30 @@ def halo_for(radius: int = 1, min_pixels: int = 0, smooth: float = 0.0) -> int:
 HALO = 32  # covers halo_for(radius<=2, min_pixels<=16, smooth<=2): the defaults with room to spare
 
 
+def _cross(mask: np.ndarray, erode: bool) -> np.ndarray:
+    """Binary erosion (AND) or dilation (OR) of bool (h, w) with disk(1), the 3 x 3 cross, edges replicated.
+
+    The same pixels as scikit-image's erosion / dilation with disk(1) (scipy grey morphology, mode "reflect":
+    for a one-pixel reach the reflected neighbour of an edge pixel is the pixel itself), from five shifted
+    views instead of a generic min/max filter: measured 36 ms per call on a 1088 px window with
+    scikit-image, a few ms this way, on every window of the change stage (4 calls each)."""
+    p = np.pad(mask, 1, mode="edge")
+    op = np.logical_and if erode else np.logical_or
+    out = op(p[1:-1, 1:-1], p[:-2, 1:-1])
+    op(out, p[2:, 1:-1], out=out)
+    op(out, p[1:-1, :-2], out=out)
+    op(out, p[1:-1, 2:], out=out)
+    return out
+
+
+def _opening(mask: np.ndarray, r: int) -> np.ndarray:
+    return _cross(_cross(mask, True), False) if r == 1 else opening(mask, disk(r)).astype(bool)
+
+
+def _closing(mask: np.ndarray, r: int) -> np.ndarray:
+    return _cross(_cross(mask, False), True) if r == 1 else closing(mask, disk(r)).astype(bool)
+
+
 def clean_mask(mask: np.ndarray, valid: np.ndarray, radius: int = 1, min_pixels: int = 0,
                open_radius: int | None = None) -> np.ndarray:
     """Opening (disk of `open_radius`, default `radius`; 0 skips it) then closing with a disk of `radius`,
@@ -210,9 +234,9 @@ def clean_mask(mask: np.ndarray, valid: np.ndarray, radius: int = 1, min_pixels:
     out = np.asarray(mask, bool) & valid
     r_open = radius if open_radius is None else int(open_radius)
     if r_open > 0:
-        out = opening(out, disk(r_open)).astype(bool)
+        out = _opening(out, int(r_open))
     if radius > 0:
-        out = closing(out, disk(int(radius))).astype(bool) & valid
+        out = _closing(out, int(radius)) & valid
     if min_pixels > 1 and out.any():
         labels = label_components(out, connectivity=1)
         sizes = np.bincount(labels.ravel())
@@ -253,3 +277,8 @@ class BandSubset:
 
     def score(self, a: np.ndarray, b: np.ndarray, valid: np.ndarray, params: dict) -> np.ndarray:
         return self.masker.score(a[self.indices], b[self.indices], valid, params)
+
+    def warm(self) -> None:
+        warm = getattr(self.masker, "warm", None)
+        if warm is not None:
+            warm()

@@ -79,8 +79,13 @@ def _valid_in(src: rasterio.io.DatasetReader, **kw) -> bool:
 
 
 def has_valid_pixel(src: rasterio.io.DatasetReader) -> bool:
-    """True when any pixel is valid: a decimated check first (uses overviews), a block scan only if it finds none."""
+    """True when any pixel is valid: the first block first (one block read; a 4000 px NAIP mosaic without
+    overviews spent 0.3 s per date in the decimated read), then a decimated check (uses overviews), a block
+    scan only if neither finds one."""
     warnings.simplefilter("ignore", NodataShadowWarning)  # inside open_raster's catch_warnings
+    bh, bw = src.block_shapes[0]
+    if _valid_in(src, window=Window(0, 0, min(bw, src.width), min(bh, src.height))):
+        return True
     scale = max(1.0, max(src.width, src.height) / _PROBE_SIZE)
     shape = (max(1, round(src.height / scale)), max(1, round(src.width / scale)))
     if _valid_in(src, out_shape=shape):

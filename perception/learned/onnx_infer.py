@@ -30,6 +30,25 @@ SUB_HALO = 64
 BATCH = 4
 
 
+_SESSIONS: list[Any] = []  # every session load_session made in this process (release_memory's list)
+
+
+def release_memory() -> int:
+    """Hand the sessions' arena memory back (onnxruntime keeps its peak, ~0.7 GB for a 1088 px window, for
+    the life of the session): one tiny run per session with arena shrinkage on. Called after the change
+    stage, so polygonising a large scene does not sit on the network's buffers. Returns sessions shrunk."""
+    if not _SESSIONS:
+        return 0
+    import onnxruntime as ort
+
+    opts = ort.RunOptions()
+    opts.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    for sess in _SESSIONS:
+        feeds = {i.name: np.zeros((1, int(i.shape[1]), 8, 8), np.float32) for i in sess.get_inputs()}
+        sess.run(None, feeds, opts)
+    return len(_SESSIONS)
+
+
 @functools.lru_cache(maxsize=4)
 def load_session(path: str | Path, threads: int | None = None) -> tuple[Any, dict[str, Any], str]:
     """(onnxruntime.InferenceSession, the model's `geodelta` metadata, file sha256), loaded once per process."""
@@ -42,13 +61,19 @@ def load_session(path: str | Path, threads: int | None = None) -> tuple[Any, dic
         raise ConfigError(f"learned-model file not found at {path}: export one with "
                           f"`python -m geodelta.perception.learned.onnx_export --out {path}` or reinstall geodelta")
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = int(threads or min(os.cpu_count() or 1, 8))
+    env = os.environ.get("GEODELTA_THREADS")  # e.g. 1 in a Dask worker process (engines.WORKER_THREAD_ENV)
+    opts.intra_op_num_threads = int(threads or (int(env) if env else min(os.cpu_count() or 1, 8)))
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # No memory pattern (pre-planned buffers per input shape): measured on a 1088 px window, peak RSS 865 MB
+    # instead of 1,412 MB at the same speed (1.7 vs 1.9 s per run, 2 threads); the arena itself stays on
+    # (without it 3.2 s per run).
+    opts.enable_mem_pattern = False
     try:
         sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types for corrupt or foreign files
         raise ConfigError(f"{path} is not a loadable ONNX model ({str(e).splitlines()[0][:120]}): export it again") from None
+    _SESSIONS.append(sess)
     raw = sess.get_modelmeta().custom_metadata_map.get("geodelta")
     if not raw:
         raise ConfigError(f"{path} is an ONNX model without GeoDelta metadata: export it with perception/learned/onnx_export.py")

@@ -268,9 +268,10 @@ class LearnedMasker:
         kind, path, dev = self._backend()
         if kind == "torch":
             return (kind, *load_model(path, dev))
+        from geodelta.perception.change.engines import window_threads
         from geodelta.perception.learned import onnx_infer
 
-        sess, info, sha = onnx_infer.load_session(path)
+        sess, info, sha = onnx_infer.load_session(path, window_threads())
         return kind, sess, dict(info.get("meta", {})) | {"heads": info.get("heads")}, sha
 
     def _head(self, model, meta: dict) -> int | None:
@@ -282,6 +283,16 @@ class LearnedMasker:
             raise ConfigError(f"change type {self.change_type!r} is not one of this model's heads {heads or '(none)'}: "
                               "use change_type='any' or a change-type model (effnet_siamese)")
         return heads.index(self.change_type)
+
+    @property
+    def thread_safe(self) -> bool:
+        """onnxruntime sessions may run from several threads at once (each window with engines.window_threads()
+        threads); a torch model runs its own threads inside one call."""
+        return self._backend()[0] == "onnx"
+
+    def warm(self) -> None:
+        """Load the model now (once per process): a Dask worker does it while the driver fits."""
+        self._model()
 
     def fit(self, a: np.ndarray, b: np.ndarray) -> dict:
         a = np.asarray(a, np.float32)

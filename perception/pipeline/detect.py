@@ -96,7 +96,7 @@ def detect_stage(
     # measured again after polygonising, so the final size filter is exact.
     min_px = _min_pixels(grid, options.min_area_m2, options.min_area_px)
     change_tif, prob_tif = out_dir / "change.tif", out_dir / "change_prob.tif"
-    with engines.started(options.engine, engine_opts) as resolve:  # a Dask cluster starts while the masker fits
+    with engines.started(options.engine, engine_opts, masker) as resolve:  # a Dask cluster starts while the masker fits
         t0 = time.perf_counter()
         a_s, b_s = pair.sample()
         params = masker.fit(a_s, b_s)
@@ -108,6 +108,10 @@ def detect_stage(
         changed, valid_total = run_change(pair, masker, params, (change_tif, prob_tif), tile, progress,
                                           min_pixels=min(min_px, MAX_TILE_MIN_PIXELS), **opts)
         timings["score_s"] = time.perf_counter() - t0
+    if options.engine == "local":  # the learned model's buffers are not needed for polygonising (no-op without it)
+        from geodelta.perception.learned import onnx_infer
+
+        onnx_infer.release_memory()
 
     t0 = time.perf_counter()
     cog.finalise_change_rasters(change_tif, prob_tif)  # COGs; change_prob as scaled uint8
@@ -191,7 +195,8 @@ def render_stage(pair: AlignedPair, det: Detection, regions: list[Region], out_d
         "png": render.overlay_png(before_rgb, after_rgb, thumb, det.grid, out_dir / "overlay.png", regions=regions, title=title),
         "html": render.map_html(after_rgb, det.grid, regions, out_dir / "map.html", before_rgb=before_rgb, change=thumb,
                                 title=title, source=source),
-        "geojson": render.regions_geojson(regions, out_dir / "regions.geojson", georeferenced=geo),
+        "geojson": render.regions_geojson(regions, out_dir / "regions.geojson", georeferenced=geo,
+                                          digits=render.lonlat_digits(pixel_size_m(det.grid))),
         "gpkg": render.regions_gpkg(regions, out_dir / "regions.gpkg", georeferenced=geo),
         "geotiff": det.change_tif,
         "prob_geotiff": det.prob_tif,

@@ -54,6 +54,11 @@ def to_cog(src: Path, dst: Path, *, resampling: str = "NEAREST", predictor: bool
     return dst
 
 
+def quantise_prob(p: np.ndarray) -> np.ndarray:
+    """float probabilities (0..1, NaN as 0) -> uint8 round(255 p): what change_prob.tif stores."""
+    return np.rint(np.clip(np.nan_to_num(p), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
 def prob_to_uint8(src: Path, dst: Path, tile: int = 2048) -> Path:
     """float32 probabilities (0..1) -> uint8 round(255 p) on the same grid, scale/offset set, window by window."""
     with warnings.catch_warnings():
@@ -66,7 +71,7 @@ def prob_to_uint8(src: Path, dst: Path, tile: int = 2048) -> Path:
                 for r0 in range(0, s.height, tile):
                     win = rasterio.windows.Window(0, r0, s.width, min(tile, s.height - r0))
                     p = s.read(1, window=win)
-                    d.write(np.rint(np.clip(np.nan_to_num(p), 0.0, 1.0) * 255.0).astype(np.uint8), 1, window=win)
+                    d.write(quantise_prob(p), 1, window=win)
     return dst
 
 
@@ -107,4 +112,4 @@ def cog_layout_errors(path: Path) -> list[str]:
     return errors
 
 
-__all__ = ["PROB_SCALE", "cog_layout_errors", "cog_options", "finalise_change_rasters", "prob_to_uint8", "to_cog"]
+__all__ = ["PROB_SCALE", "cog_layout_errors", "cog_options", "finalise_change_rasters", "prob_to_uint8", "quantise_prob", "to_cog"]

@@ -31,7 +31,6 @@ from affine import Affine
 from PIL import Image
 from pyproj import Transformer
 from rasterio.warp import Resampling, calculate_default_transform, reproject
-from shapely.geometry import shape
 
 from geodelta.contracts import Region
 from geodelta.perception.io.grid import Grid
@@ -115,7 +114,7 @@ def _features(regions: list[Region], grid: Grid, tolerance: float, source: str |
     """GeoJSON of the regions in map coordinates, simplified by `tolerance` (map units), coordinates rounded."""
     from geodelta.perception.describe.caption import format_area
 
-    geoms = np.array([shape(r.polygon) for r in regions], dtype=object)
+    geoms = np.array([r.geometry() for r in regions], dtype=object)
     if not grid.georeferenced:  # (col, row) -> CRS.Simple (lng = col, lat = height - row)
         geoms = shapely.transform(geoms, lambda xy: np.column_stack([xy[:, 0], grid.height - xy[:, 1]]))
     if len(geoms):
