@@ -114,3 +114,21 @@ def test_release_memory_keeps_the_session_and_its_answers(data_dir: Path):
     before = onnx_infer.predict(sess, xa, xb)
     assert onnx_infer.release_memory() >= 1
     assert np.array_equal(onnx_infer.predict(sess, xa, xb), before)
+
+
+def test_buildings_masker_scores_windows_smaller_than_its_stride(data_dir: Path):
+    """effnet_siamese has stride-16 stages: windows under 32 px (scene edges, small crops) are padded, not refused."""
+    from geodelta.perception.learned.siamese import BuildingMasker
+
+    lv = data_dir / "levir_crops"
+    with open_pair(lv / "A" / "test_2_0000_0000.png", lv / "B" / "test_2_0000_0000.png") as pair:
+        a, b, valid = pair.read(Window(0, 0, 64, 64))
+        roles = pair_roles(pair)
+    m = BuildingMasker(roles=roles)
+    params = m.fit(a.reshape(3, -1), b.reshape(3, -1))
+    full = m.score(a, b, valid, params)
+    for h, w in [(1, 1), (8, 8), (20, 36)]:
+        got = m.score(a[:, :h, :w], b[:, :h, :w], valid[:h, :w], params)
+        assert got.shape == (h, w) and np.isfinite(got).all() and ((got >= 0) & (got <= 1)).all()
+    assert full.shape == (64, 64)
+    assert onnx_infer.release_memory() >= 1  # its tiny probe run works on this network too

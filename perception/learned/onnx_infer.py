@@ -44,7 +44,8 @@ def release_memory() -> int:
     opts = ort.RunOptions()
     opts.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
     for sess in _SESSIONS:
-        feeds = {i.name: np.zeros((1, int(i.shape[1]), 8, 8), np.float32) for i in sess.get_inputs()}
+        # 32 px: the smallest input every shipped network takes (effnet_siamese's stride-16 stages need it)
+        feeds = {i.name: np.zeros((1, int(i.shape[1]), 32, 32), np.float32) for i in sess.get_inputs()}
         sess.run(None, feeds, opts)
     return len(_SESSIONS)
 
@@ -85,7 +86,7 @@ def _starts(n: int, core: int) -> list[int]:
 
 
 def predict(sess: Any, xa: np.ndarray, xb: np.ndarray, *, multiple: int = 8, tile: int = SUB_TILE,
-            halo: int = SUB_HALO, batch: int = BATCH, head: int | None = None) -> np.ndarray:
+            halo: int = SUB_HALO, batch: int = BATCH, head: int | None = None, min_size: int = 0) -> np.ndarray:
     """Change probability float32 (h, w) from prepared inputs xa, xb (C, h, w): `prob`, or channel `head` of the
     `heads` output of a change-type model (one probability per change type).
 
@@ -108,7 +109,8 @@ def predict(sess: Any, xa: np.ndarray, xb: np.ndarray, *, multiple: int = 8, til
     for box in boxes:
         r0, c0, r1, c1 = box[:4]
         hh, ww = r1 - r0, c1 - c0
-        groups.setdefault((hh + (-hh % multiple), ww + (-ww % multiple)), []).append(box)
+        # min_size: a network with stride-16 stages (effnet_siamese) needs >= 32 px; smaller windows are padded
+        groups.setdefault((max(hh + (-hh % multiple), min_size), max(ww + (-ww % multiple), min_size)), []).append(box)
     for (ph, pw), items in groups.items():
         for i in range(0, len(items), max(int(batch), 1)):
             chunk = items[i: i + max(int(batch), 1)]

@@ -28,6 +28,7 @@ CHANNELS = ("red", "green", "blue", "nir")
 IN_CH = len(CHANNELS) + 1  # + the NIR-present flag
 DEFAULT_CONFIG: dict[str, Any] = {"in_ch": IN_CH, "widths": [16, 32, 64, 96]}
 MULTIPLE = 8  # the network downsamples 3 times: windows are padded to a multiple of 2**3 px
+MIN_SIZE_EFFNET = 32  # effnet_siamese (stride-16 stages, static 'same' padding): smaller windows are padded to this
 _CLIP = 6.0  # standardised values are clipped to +-6 spans (saturated pixels, clouds)
 _TORCH_MISSING = "the learned model needs torch, from the [train] extra: pip install 'geodelta[train]'"
 
@@ -206,6 +207,8 @@ def predict(model, xa: np.ndarray, xb: np.ndarray, head: int | None = None) -> n
     torch = require_torch()
     h, w = xa.shape[1:]
     ph, pw = -h % MULTIPLE, -w % MULTIPLE
+    if hasattr(model, "head_names"):  # effnet_siamese: its stride-16 stages need >= MIN_SIZE_EFFNET px
+        ph, pw = max(ph, MIN_SIZE_EFFNET - h), max(pw, MIN_SIZE_EFFNET - w)
     pad = ((0, 0), (0, ph), (0, pw))
     mode: Literal["reflect", "edge"] = "reflect" if h > ph and w > pw else "edge"
     device = next(model.parameters()).device
@@ -272,7 +275,8 @@ class LearnedMasker:
         from geodelta.perception.learned import onnx_infer
 
         sess, info, sha = onnx_infer.load_session(path, window_threads())
-        return kind, sess, dict(info.get("meta", {})) | {"heads": info.get("heads")}, sha
+        min_size = MIN_SIZE_EFFNET if info.get("config", {}).get("arch") == "effnet_siamese" else 0
+        return kind, sess, dict(info.get("meta", {})) | {"heads": info.get("heads"), "min_size": min_size}, sha
 
     def _head(self, model, meta: dict) -> int | None:
         """Index of the requested change type among the model's heads (None: any change, the `prob` output)."""
@@ -315,7 +319,7 @@ class LearnedMasker:
         if a.ndim != 3 or a.shape != b.shape:
             raise InputError(f"the two dates must be (bands, h, w) arrays of one shape; got {a.shape} and {b.shape}")
         valid = np.asarray(valid, bool) & np.isfinite(a).all(0) & np.isfinite(b).all(0)
-        kind, model, _, sha = self._model()
+        kind, model, meta, sha = self._model()
         if params.get("weights_sha256") not in (None, sha):
             raise ConfigError("the learned model's weights changed since fit(): fit again with the current weights")
         idx, has_nir = list(params["channels"]), bool(params["has_nir"])
@@ -327,7 +331,7 @@ class LearnedMasker:
         else:
             from geodelta.perception.learned import onnx_infer
 
-            prob = onnx_infer.predict(model, xa, xb, multiple=MULTIPLE, head=head)
+            prob = onnx_infer.predict(model, xa, xb, multiple=MULTIPLE, head=head, min_size=int(meta.get("min_size", 0)))
         return np.where(valid, prob, np.float32(0.0)).astype(np.float32)
 
 
