@@ -160,7 +160,10 @@ def held_out_tables(results, objs, chosen, methods, domains, held_out):
             if d not in pix["auto"] or not singles:
                 continue
             picks = sorted({c for (dd, name), c in chosen["auto"].items() if dd == d and held_out(dd, name)})
-            best = max((m for m in singles if d in pix[m]), key=lambda m: pix[m][d]["f1"])
+            covering = [m for m in singles if d in pix[m]]
+            if not covering:  # e.g. OMBRIA with only learned maskers, which need a red band
+                continue
+            best = max(covering, key=lambda m: pix[m][d]["f1"])
             a, b = pix["auto"][d]["f1"], pix[best][d]["f1"]
             auto_tab.add_row(d, ",".join(picks), f"{a:.3f}", best, f"{b:.3f}", "yes" if a >= b - 1e-9 else "no")
     return table, auto_tab, {m: {d: v for d, v in obj[m].items()} for m in methods}
