@@ -7,11 +7,11 @@ imports langchain_openai or transformers.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any
 
 from geodelta.errors import ConfigError, MissingDependencyError
+from geodelta.registry import resolve
 
 Factory = Callable[[Any], Any]
 
@@ -43,16 +43,11 @@ def list_backends() -> list[str]:
 
 
 def _resolve(name: str) -> Factory:
-    factory = _BACKENDS[name]
-    if isinstance(factory, str):
-        module, _, attr = factory.partition(":")
-        try:
-            factory = getattr(importlib.import_module(module), attr)
-        except ImportError as exc:
-            raise MissingDependencyError(f"the '{name}' model backend is not installed ({exc}); install its extra "
-                                         "or use --backend embedded") from exc
-        _BACKENDS[name] = factory
-    return factory
+    try:
+        return resolve(_BACKENDS, name)
+    except ImportError as exc:
+        raise MissingDependencyError(f"the '{name}' model backend is not installed ({exc}); install its extra "
+                                     "or use --backend embedded") from exc
 
 
 def get_chat_model(name: str, settings: Any = None):

@@ -6,12 +6,12 @@ with those params (`score`), so tiles are independent after the fit (maskers.py 
 
 from __future__ import annotations
 
-import importlib
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from geodelta.errors import InputError
+from geodelta.registry import resolve
 
 
 @runtime_checkable
@@ -55,14 +55,9 @@ def list_maskers() -> list[str]:
 def masker_class(name: str) -> type:
     """The masker class registered as `name` (importing its module on first use); InputError if unknown."""
     try:
-        entry = MASKERS[name]
+        return resolve(MASKERS, name)
     except KeyError:
         raise InputError(f"unknown change method {name!r}: choose one of {', '.join(list_maskers())}") from None
-    if isinstance(entry, str):
-        module, _, attr = entry.partition(":")
-        entry = getattr(importlib.import_module(module), attr)
-        MASKERS[name] = entry
-    return entry
 
 
 def get_masker(name: str, **options: Any) -> ChangeMasker:

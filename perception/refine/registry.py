@@ -10,12 +10,12 @@ is asked for.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from geodelta.errors import ConfigError, InputError
+from geodelta.registry import resolve
 
 if TYPE_CHECKING:
     from geodelta.perception.refine.scene import SceneStats
@@ -58,12 +58,9 @@ def list_refiners() -> list[str]:
 def get_refiner(name: str, **options: Any) -> Refiner:
     """A refiner instance by registry name; unknown names raise InputError listing the choices."""
     try:
-        cls = REFINERS[name]
+        cls = resolve(REFINERS, name)
     except KeyError:
         raise InputError(f"unknown refiner {name!r}: choose one of {', '.join(list_refiners())} (or 'auto')") from None
-    if isinstance(cls, str):
-        module, _, attr = cls.partition(":")
-        cls = REFINERS[name] = getattr(importlib.import_module(module), attr)
     return cls(**options)
 
 
