@@ -176,17 +176,12 @@ def learned_inference_speed(data: Path, repeats: int = 3, weights: str | None = 
 
     from geodelta.perception.learned import onnx_infer
     from geodelta.perception.learned import siamese as learned
-    from geodelta.perception.pipeline.detect import pair_roles
 
     root = data / "whu_tiles"
     if not (root / "A" / "000213.png").is_file():
         return None
     with open_pair(root / "A" / "000213.png", root / "B" / "000213.png") as pair:
-        a, b, valid = pair.read(Window(0, 0, pair.grid.width, pair.grid.height))
-        idx, has_nir = learned.channel_indices(a.shape[0], pair_roles(pair))
-    ca, sa = learned.channel_stats(a[idx][:, valid])
-    cb, sb = learned.channel_stats(b[idx][:, valid])
-    xa, xb = learned.prepare(a, idx, has_nir, ca, sa, valid), learned.prepare(b, idx, has_nir, cb, sb, valid)
+        xa, xb = learned.prepare_window(pair, Window(0, 0, pair.grid.width, pair.grid.height))
     sess, _, _ = onnx_infer.load_session(str(weights or learned.default_weights()))
     onnx_infer.predict(sess, xa[:, :256, :256], xb[:, :256, :256])  # warm-up
     t0 = time.perf_counter()

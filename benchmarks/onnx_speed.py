@@ -17,7 +17,6 @@ from rasterio.windows import Window
 from geodelta.perception.io.reader import open_pair
 from geodelta.perception.learned import onnx_infer
 from geodelta.perception.learned import siamese as learned
-from geodelta.perception.pipeline.detect import pair_roles
 from geodelta.settings import Settings
 
 
@@ -27,11 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     models = argv or [str(weights / "siamese_v3.onnx"), str(weights / "effnet_siamese_v1.onnx")]
     root = Settings().data / "whu_tiles"
     with open_pair(root / "A" / "000213.png", root / "B" / "000213.png") as pair:
-        a, b, valid = pair.read(Window(0, 0, pair.grid.width, pair.grid.height))
-        idx, has_nir = learned.channel_indices(a.shape[0], pair_roles(pair))
-    ca, sa = learned.channel_stats(a[idx][:, valid])
-    cb, sb = learned.channel_stats(b[idx][:, valid])
-    xa, xb = learned.prepare(a, idx, has_nir, ca, sa, valid), learned.prepare(b, idx, has_nir, cb, sb, valid)
+        xa, xb = learned.prepare_window(pair, Window(0, 0, pair.grid.width, pair.grid.height))
     print(f"window {xa.shape[1]} x {xa.shape[2]} px, {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.2f}")
     levels = {"ALL": ort.GraphOptimizationLevel.ORT_ENABLE_ALL, "EXTENDED": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED}
     for path in models:

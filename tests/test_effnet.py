@@ -27,11 +27,7 @@ from geodelta.perception.pipeline.detect import pair_roles  # noqa: E402
 
 def _prepared(before: Path, after: Path, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     with open_pair(before, after) as pair:
-        a, b, valid = pair.read(Window(0, 0, min(w, pair.grid.width), min(h, pair.grid.height)))
-        idx, has_nir = learned.channel_indices(a.shape[0], pair_roles(pair))
-    ca, sa = learned.channel_stats(a[idx][:, valid])
-    cb, sb = learned.channel_stats(b[idx][:, valid])
-    return learned.prepare(a, idx, has_nir, ca, sa, valid), learned.prepare(b, idx, has_nir, cb, sb, valid)
+        return learned.prepare_window(pair, Window(0, 0, min(w, pair.grid.width), min(h, pair.grid.height)))
 
 
 @pytest.fixture(scope="module")

@@ -111,6 +111,16 @@ def prepare(x: np.ndarray, idx: list[int], has_nir: bool, centre: list[float], s
     return out
 
 
+def prepare_window(pair: Any, window: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Both dates of one window of an aligned pair as network inputs, each standardised on its own valid pixels
+    (what the tests and speed benchmarks feed the exported networks; the masker fits its stats scene-wide)."""
+    a, b, valid = pair.read(window)
+    idx, has_nir = channel_indices(a.shape[0], dict(pair.band_roles))
+    ca, sa = channel_stats(a[idx][:, valid])
+    cb, sb = channel_stats(b[idx][:, valid])
+    return prepare(a, idx, has_nir, ca, sa, valid), prepare(b, idx, has_nir, cb, sb, valid)
+
+
 # ---------------------------------------------------------------- the network (torch, built lazily)
 
 
