@@ -139,6 +139,12 @@ def compose(messages: list[AnyMessage], history: list[AnyMessage], workspace: Wo
             text += f" ({desc['n_regions_all']} changed areas of other kinds were detected.)"
     else:
         text = f"{n} area{'s' if n != 1 else ''} of {subject}, {area_txt} in total, {'were' if n != 1 else 'was'} found {scope}."
+        if desc.get("n_objects"):  # a question about buildings: separate objects, touching ones split
+            k = desc["n_objects"]
+            text += (f" They hold {k} separate building{'s' if k != 1 else ''} (touching ones split at narrow necks of "
+                     "the change mask).")
+            evidence.append(Evidence(tool_call_id=d_id, tool="describe_changes", claim="separate buildings in those areas",
+                                     value=k))
     # The per-sector breakdown is in the caption; each number it states is cited here.
     for quad in desc["quadruples"][:3]:
         evidence.append(Evidence(tool_call_id=d_id, tool="describe_changes", claim=f"area in the {quad['where']['sector']} ({quad['what']['from']} -> {quad['what']['to']})", value=quad.get("total_area_m2", quad.get("total_area_px"))))

@@ -78,6 +78,7 @@ def detect(
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("geodelta-out"),
     method: Annotated[str, typer.Option(help=f"Change masker: {', '.join(list_maskers())} (default auto: the best measured for the input's kind).")] = "auto",
     bands: Annotated[Optional[str], typer.Option(help="Band roles in file order for files without band names, e.g. swir1,nir,green.")] = None,
+    focus: Annotated[str, typer.Option(help="What the change of interest is about: any (default) or buildings (auto then uses the building-change model on aerial RGB).")] = "any",
     aoi: Annotated[Optional[str], typer.Option(help="west,south,east,north in lon/lat degrees.")] = None,
     min_area_m2: Annotated[float, typer.Option("--min-area-m2", min=0.0, help="Drop regions smaller than this (m², >= 0).")] = 0.0,
     tile: Annotated[int, typer.Option(min=64, max=16384, help="Tile edge in pixels, 64-16384 (peak memory follows it).")] = 1024,
@@ -101,7 +102,8 @@ def detect(
     from geodelta.settings import Settings
 
     # GEODELTA_DEVICE is read here, once (perception never reads the environment)
-    options = DetectOptions(method=method, min_area_m2=min_area_m2, tile=tile, engine=engine, device=Settings().device)
+    options = DetectOptions(method=method, min_area_m2=min_area_m2, tile=tile, engine=engine, device=Settings().device,
+                            focus=focus)
     kw: dict[str, Any] = {"aoi": _parse_aoi(aoi), "engine_opts": engine_opts} | ({"bands": bands} if bands else {})
     # Outputs are written into a hidden sibling folder and moved into DIR when complete (summary.json last):
     # a killed run never leaves a half-written change.tif that looks finished. Unwritable DIR fails here, first.

@@ -28,6 +28,9 @@ NODATA_U8 = 255
 Progress = Callable[[str, int, int], None]
 
 Direction = Literal["appear", "disappear", "convert", "any"]
+# What a change of interest is about, for the maskers that have a head for it (auto routes "buildings" questions on
+# aerial RGB to the building-change model); "any": every kind of land change.
+Focus = Literal["any", "buildings"]
 How = Literal["appeared", "disappeared", "converted", "expanded", "shrank", "changed"]
 ReportItem = Literal["where", "how_much", "count", "what", "when", "map"]
 
@@ -82,6 +85,16 @@ class ChangeQuery(_Model):
     time_window: tuple[date, date] | None = None
     rationale: str = Field(default="", description="Why the question was read this way (shown to the user).")
 
+    @property
+    def focus(self) -> Focus:
+        """"buildings" when the question is about built-up land appearing or going, whatever it was or became
+        ("how many new buildings?", "were houses demolished?"); a conversion such as farmland -> built-up stays
+        "any": building labels teach "a roof appeared", not "this field became a building site"."""
+        built = ["built_up"]
+        if (self.to_classes == built and not self.from_classes) or (self.from_classes == built and not self.to_classes):
+            return "buildings"
+        return "any"
+
     def wants(self, from_class: str, to_class: str) -> bool:
         """True when a region with this from -> to transition matches the query's classes."""
         ok_from = not self.from_classes or from_class in self.from_classes or from_class == "unknown"
@@ -121,6 +134,8 @@ class Region(_Model):
     class_confidence: float | None = Field(default=None, ge=0, le=1)
     refined_by: str | None = None
     first_interval: int | None = None
+    n_objects: int | None = Field(default=None, ge=1, description="Separate objects in the region (touching "
+                                  "buildings split); counted when the question is about buildings.")
     # (the polygon dict it was built from, shapely geometry): describe, render and the map need the geometry,
     # and rebuilding it from the dict (shapely's shape()) cost seconds per stage at 10,000 regions.
     _shape: tuple[Any, Any] | None = PrivateAttr(default=None)
@@ -192,6 +207,7 @@ class DetectOptions(_Model):
     tile: int = Field(default=1024, ge=32, description="Window size in pixels: peak memory follows it.")
     engine: str = Field(default="local", description="Execution engine of the change stage: local or dask.")
     device: str | None = Field(default=None, description="Torch device of torch models (auto|cpu|cuda); None: auto.")
+    focus: Focus = Field(default="any", description="What the change of interest is about (auto picks by it too).")
     masker_opts: dict[str, Any] = Field(default_factory=dict, description="Masker options, e.g. the learned weights.")
 
 

@@ -6,6 +6,7 @@ from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, ConfigDict, Field
 
 from geodelta.contracts import ChangeQuery
+from geodelta.perception.describe.objects import total_objects
 from geodelta.perception.pipeline.detect import describe_stage
 from geodelta.tools.context import ToolContext
 from geodelta.tools.results import DescribeResult
@@ -23,7 +24,7 @@ def make(ctx: ToolContext) -> BaseTool:
         them as (where, what, how, how many) quadruples with areas. Returns totals, quadruples and region ids."""
         q = ChangeQuery.model_validate(query or {})
         an = ctx.workspace.analysis(analysis_id)
-        kept, quads, text = describe_stage(an.regions, q, an.grid)
+        kept, quads, text = describe_stage(an.regions, q, an.grid, an.mask_tif)
         geo = an.grid.georeferenced
         total = sum((r.area_m2 or 0.0) for r in kept) if geo else sum(r.area_px for r in kept)
         unknown = sum(1 for r in kept if r.from_class == "unknown" or r.to_class == "unknown")
@@ -31,7 +32,7 @@ def make(ctx: ToolContext) -> BaseTool:
             analysis_id=analysis_id, n_regions=len(kept), n_regions_all=len(an.regions),
             **{("total_area_m2" if geo else "total_area_px"): round(total, 1)},
             classes_known=an.landcover is not None and unknown < len(kept), n_unknown_class=unknown,
-            quadruples=[qd.to_json() for qd in quads], region_ids=[r.id for r in kept], caption=text,
+            n_objects=total_objects(kept), quadruples=[qd.to_json() for qd in quads], region_ids=[r.id for r in kept], caption=text,
         ).to_json()
 
     return StructuredTool.from_function(describe_changes, name="describe_changes", args_schema=DescribeArgs, description=describe_changes.__doc__)

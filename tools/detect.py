@@ -5,7 +5,7 @@ from __future__ import annotations
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, ConfigDict, Field
 
-from geodelta.contracts import DetectOptions
+from geodelta.contracts import DetectOptions, Focus
 from geodelta.perception.change.registry import list_maskers
 from geodelta.perception.pipeline.detect import detect_stage
 from geodelta.tools.choices import registry_choice
@@ -25,14 +25,20 @@ class DetectArgs(BaseModel):
                     "imagery, and says why), irmad (training-free, any sensor), cva (training-free), water (new open "
                     "water from a water index; needs green + SWIR/NIR roles), learned "
                     "(GeoDelta's Siamese network: better than irmad on sub-2 m aerial RGB building change, worse on "
-                    "10-30 m satellite imagery; runs with onnxruntime, no torch).")
+                    "10-30 m satellite imagery; runs with onnxruntime, no torch), buildings (the building-change head "
+                    "of GeoDelta's pretrained network: best on aerial RGB building change, not on other land change).")
     min_area_m2: float = Field(default=0.0, ge=0, description="Drop regions smaller than this (m²).")
+    focus: Focus = Field(
+        default="any",
+        description="What the question is about: 'buildings' when it asks about buildings appearing or going (new "
+                    "houses, demolition), so auto uses the building-change model on aerial RGB; else 'any'.")
 
 
 def make(ctx: ToolContext) -> BaseTool:
-    def detect_changes(scene_id: str, method: str = "auto", min_area_m2: float = 0.0) -> dict:
+    def detect_changes(scene_id: str, method: str = "auto", min_area_m2: float = 0.0, focus: Focus = "any") -> dict:
         """Find changed pixels between the two dates of a scene with a change masker (auto by default: the best
-        measured for the input's bands and resolution), clean them and polygonise them into regions. Returns an
+        measured for the input's bands and resolution, and for a question about buildings on aerial RGB the
+        building-change model), clean them and polygonise them into regions. Returns an
         analysis_id, the region count and area, and for auto the method chosen and why."""
         pair = ctx.workspace.pair(scene_id)
         aid, out = ctx.workspace.new_analysis_dir(scene_id, method)
@@ -40,7 +46,7 @@ def make(ctx: ToolContext) -> BaseTool:
         # Same scene, method and settings as an earlier call of this process whose rasters are untouched:
         # the same detection (a follow-up question does not fit and score the scene again).
         options = DetectOptions(method=method, min_area_m2=min_area_m2, min_area_px=s.min_area_px, tile=s.tile_size,
-                                device=s.device)
+                                device=s.device, focus=focus)
         det = ctx.workspace.memo(("detect", scene_id, options.model_dump_json()), lambda d: (d.change_tif, d.prob_tif),
                                  lambda: detect_stage(pair, out, options, progress=ctx.progress))
         stats = {"changed_px": det.changed_px, "valid_px": det.valid_px, "timings_s": det.timings}

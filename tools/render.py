@@ -25,7 +25,7 @@ def make(ctx: ToolContext) -> BaseTool:
         out = an.out_dir / f"q_{key}"
         out.mkdir(parents=True, exist_ok=True)
         # after refine_regions the map's GeoTIFF is the refined mask the regions came from
-        change_tif = an.out_dir / ("change_refined.tif" if an.stats.get("refined") else "change.tif")
+        change_tif = an.mask_tif
         det = Detection(an.out_dir, an.grid, an.method, an.params, change_tif, an.out_dir / "change_prob.tif", an.regions, 0, 0)
         # popups name the detect_changes result the regions came from (its audit event holds the tool call id)
         maps = render_stage(ctx.workspace.pair(an.scene_id), det, kept, out, source=f"detect_changes {analysis_id}")

@@ -49,7 +49,7 @@ class DetectResult(ToolResult):
 
 
 class DescribeResult(ToolResult):
-    OMIT_WHEN_NONE = frozenset({"total_area_m2", "total_area_px"})
+    OMIT_WHEN_NONE = frozenset({"total_area_m2", "total_area_px", "n_objects"})
     analysis_id: str
     n_regions: int = Field(description="Regions that match the query.")
     n_regions_all: int
@@ -57,6 +57,8 @@ class DescribeResult(ToolResult):
     total_area_px: float | None = None
     classes_known: bool
     n_unknown_class: int
+    n_objects: int | None = Field(default=None, description="Separate objects (buildings) in the kept regions, "
+                                  "touching ones split; only for a question about buildings.")
     quadruples: list[dict[str, Any]] = Field(description="S2M quadruples, summary.json's shape (what.from / what.to).")
     region_ids: list[int]
     caption: str

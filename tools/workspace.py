@@ -70,6 +70,11 @@ class Analysis:
     landcover: dict[str, Any] | None = None
     options: DetectOptions = field(default_factory=DetectOptions)  # what the detection ran with
 
+    @property
+    def mask_tif(self) -> Path:
+        """The change mask the regions now come from: the refined one once refine_regions ran."""
+        return self.out_dir / ("change_refined.tif" if self.stats.get("refined") else "change.tif")
+
     def to_json(self) -> dict[str, Any]:
         return {
             "analysis_id": self.analysis_id,

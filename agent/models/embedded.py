@@ -152,6 +152,11 @@ def _per_analysis(name: str) -> Callable[[Thread], bool]:
     return lambda t: t.analysis_id is not None and not t.done(name, in_turn=True, analysis_id=t.analysis_id)
 
 
+def _focus(t: Thread) -> str:
+    """What the question's change of interest is about (ChangeQuery.focus; "any" before a query is set)."""
+    return t.query.focus if t.query else "any"
+
+
 def _q(t: Thread) -> dict[str, Any]:
     return t.query.model_dump(mode="json") if t.query else {}
 
@@ -161,7 +166,7 @@ STEPS: tuple[Step, ...] = (
     Step("load_scene", lambda t: t.paths is not None and not t.done("load_scene", before=t.paths[0], after=t.paths[1]),
          lambda t, m: {"before": _paths(t)[0], "after": _paths(t)[1], **({"bands": t.extra["bands"]} if t.extra.get("bands") else {})}),
     Step("detect_changes", lambda t: t.scene_id is not None and t.analysis_id is None,
-         lambda t, m: {"scene_id": t.scene_id, "method": m}),
+         lambda t, m: {"scene_id": t.scene_id, "method": m, **({"focus": "buildings"} if _focus(t) == "buildings" else {})}),
     Step("classify_land_cover", lambda t: bool(t.query and (t.query.from_classes or t.query.to_classes))
          and t.analysis_id is not None and not t.done("classify_land_cover", analysis_id=t.analysis_id),
          lambda t, m: {"analysis_id": t.analysis_id}),

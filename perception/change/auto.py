@@ -1,7 +1,7 @@
 """`auto`: pick, per input, the change masker that measured best on that kind of domain (held-out scenes).
 
-The rules read only what the input says about itself: the band roles (RGB, NIR, SWIR) and the pixel size
-in metres (None without a georeference). Each rule names the held-out domains it rests on and their
+The rules read what the input says about itself: the band roles (RGB, NIR, SWIR) and the pixel size
+in metres (None without a georeference), and what the question is about (`focus`: "buildings" or "any"). Each rule names the held-out domains it rests on and their
 measured pixel F1 (geodelta/data/weights/MODEL_CARD.md, `geodelta bench change`); the choice and its
 reason go into the fitted params (summary.json, the answer's justification).
 """
@@ -25,6 +25,7 @@ class Facts:
 
     roles: dict[str, int]
     pixel_m: float | None
+    focus: str = "any"  # contracts.Focus: what the change of interest is about
 
     @property
     def rgb(self) -> bool:
@@ -42,6 +43,7 @@ class Rule:
     method: str
     evidence: str  # the measured held-out F1 the choice rests on
     options: dict[str, Any] = field(default_factory=dict)  # masker options, e.g. the learned model's weights file
+    question: str = ""  # what the question must be about for the rule to apply, in words ("" any question)
 
 
 # In order; the first rule that applies wins. Figures: held-out pixel F1 (MODEL_CARD.md validation table;
@@ -50,9 +52,13 @@ RULES: tuple[Rule, ...] = (
     Rule("a water-sensitive composite without a red band (green + SWIR or NIR, e.g. OMBRIA B11/B8/B3 flood pairs)",
          lambda f: "red" not in f.roles and water_index_bands(f.roles) is not None, "water",
          "OMBRIA test split (70 flood pairs, bands declared): water 0.754, irmad 0.324; the learned model needs red"),
-    # effnet_siamese_v1 (EFFNET_CARD.md) was measured for this rule and not taken. Its building head wins on LEVIR /
-    # WHU (0.796 / 0.842) but loses on SZTAKI (0.195) and Beijing (0.623 vs 0.692), and these inputs cannot be told
-    # apart by bands or pixel size. It is `--method buildings`.
+    # effnet_siamese_v1's building head (EFFNET_CARD.md) wins on the building-labelled sets, LEVIR / WHU pixel F1
+    # and all three on objects, but loses on mixed land change (SZTAKI 0.195): so it is taken only when the
+    # question is about buildings, and siamese_v3 stays for RGB land change in general.
+    Rule("RGB without near-infrared (aerial photos, Google Earth crops, PNG/JPEG)",
+         lambda f: f.rgb and not f.nir and f.focus == "buildings", "buildings",
+         "LEVIR 0.796 / WHU 0.842 / Beijing 0.623 for buildings vs 0.706 / 0.723 / 0.692 for learned; "
+         "object F1 LEVIR 0.725 / WHU 0.034 / Beijing 0.417 vs 0.465 / 0.011 / 0.167", question="buildings"),
     Rule("RGB without near-infrared (aerial photos, Google Earth crops, PNG/JPEG)",
          lambda f: f.rgb and not f.nir, "learned",
          "LEVIR 0.706 / WHU 0.723 / SZTAKI 0.486 for learned vs irmad 0.264 / 0.183 / 0.307"),
@@ -70,19 +76,20 @@ FALLBACK = Rule("bands without known roles", lambda f: True, "irmad",
                 "irmad needs no band roles (training-free, any sensor); the learned model and water need roles")
 
 
-def choose_rule(roles: dict[str, int] | None, pixel_m: float | None) -> tuple[Rule, str]:
-    """(the rule that applies, reason) for an input with these band roles and pixel size."""
-    facts = Facts(dict(roles or {}), pixel_m)
+def choose_rule(roles: dict[str, int] | None, pixel_m: float | None, focus: str = "any") -> tuple[Rule, str]:
+    """(the rule that applies, reason) for an input with these band roles and pixel size, and a question's focus."""
+    facts = Facts(dict(roles or {}), pixel_m, focus)
     rule = next((r for r in RULES if r.applies(facts)), FALLBACK)
     size = f"{pixel_m:.2g} m pixels" if pixel_m else "no georeference"
     bands = ", ".join(sorted(facts.roles, key=lambda r: facts.roles[r])) or "no band roles"
     label = rule.method + (f" ({rule.options['model']})" if "model" in rule.options else "")
-    return rule, f"{label}: input looks like {rule.domain} ({bands}; {size}); held-out F1 {rule.evidence}"
+    asked = f", question about {rule.question}" if rule.question else ""
+    return rule, f"{label}: input looks like {rule.domain} ({bands}; {size}{asked}); held-out F1 {rule.evidence}"
 
 
-def choose(roles: dict[str, int] | None, pixel_m: float | None) -> tuple[str, str]:
-    """(method name, reason) for an input with these band roles and pixel size."""
-    rule, reason = choose_rule(roles, pixel_m)
+def choose(roles: dict[str, int] | None, pixel_m: float | None, focus: str = "any") -> tuple[str, str]:
+    """(method name, reason) for an input with these band roles and pixel size, and a question's focus."""
+    rule, reason = choose_rule(roles, pixel_m, focus)
     return rule.method, reason
 
 
@@ -90,13 +97,14 @@ def choose(roles: dict[str, int] | None, pixel_m: float | None) -> tuple[str, st
 class AutoMasker:
     """Delegates to the masker `choose` picks; fit() params carry `chosen` and `reason`.
 
-    `scene` is {"pixel_m": float | None} from the pipeline; `weights` / `device` go to the learned model."""
+    `scene` is {"pixel_m": float | None, "focus": "any" | "buildings"} from the pipeline; `weights` / `device` go to the learned model."""
 
     name = "auto"
 
     def __init__(self, roles: dict[str, int] | None = None, scene: dict[str, Any] | None = None, **learned_opts: Any):
         self.roles = dict(roles or {})
-        rule, self.reason = choose_rule(self.roles, (scene or {}).get("pixel_m"))
+        scene = scene or {}
+        rule, self.reason = choose_rule(self.roles, scene.get("pixel_m"), scene.get("focus", "any"))
         self.chosen = rule.method
         params = inspect.signature(masker_class(self.chosen)).parameters
         rule_opts = {k: v for k, v in rule.options.items() if k != "model"}

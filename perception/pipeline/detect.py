@@ -78,11 +78,11 @@ def detect_stage(
     if keep is not None:
         roles = {role: keep.index(i) for role, i in roles.items() if i in keep}
     # Maskers that need to know which band is red / NIR (learned, water, auto) take `roles`; `auto` also
-    # takes the pixel size it picks by (`scene`).
+    # takes the pixel size and the question's focus it picks by (`scene`).
     sig = inspect.signature(change.masker_class(method) if method in change.MASKERS else object).parameters
     opts = dict(options.masker_opts) | ({"roles": roles} if "roles" in sig else {})  # e.g. the learned model's weights
     if "scene" in sig:
-        opts["scene"] = {"pixel_m": pixel_size_m(grid)}
+        opts["scene"] = {"pixel_m": pixel_size_m(grid), "focus": options.focus}
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.values())  # auto: **learned options
     if device is not None and "device" not in opts and ("device" in sig or takes_any):
         opts["device"] = device
@@ -149,9 +149,17 @@ def _min_pixels(grid: Grid, min_area_m2: float, min_area_px: int) -> int:
     return min_area_px if not grid.georeferenced else 0
 
 
-def describe_stage(regions: list[Region], query: ChangeQuery, grid: Grid) -> tuple[list[Region], list[Quadruple], str]:
-    """Keep the regions the query asks about, group them into S2M quadruples, caption them."""
+def describe_stage(regions: list[Region], query: ChangeQuery, grid: Grid,
+                   change_tif: Path | None = None) -> tuple[list[Region], list[Quadruple], str]:
+    """Keep the regions the query asks about, group them into S2M quadruples, caption them.
+
+    A question about buildings (`query.focus`) also counts the separate objects in each kept region, from
+    `change_tif` (touching houses are one region but several buildings)."""
     kept = describe.filter_regions(regions, query, grid)
+    if query.focus == "buildings" and change_tif is not None:
+        from geodelta.perception.describe.objects import count_objects
+
+        kept = count_objects(kept, change_tif, grid)
     quads = describe.quadruples(kept, grid)
     text = captioning.caption(quads, georeferenced=grid.georeferenced, query=query)
     return kept, quads, text
@@ -229,7 +237,7 @@ def run_detect(
 
     det = detect_stage(pair, out_dir, options, progress=progress, engine_opts=engine_opts)
     t0 = time.perf_counter()
-    kept, quads, text = describe_stage(det.regions, query, det.grid)
+    kept, quads, text = describe_stage(det.regions, query, det.grid, det.change_tif)
     t_describe = time.perf_counter() - t0
     t0 = time.perf_counter()
     maps = render_stage(pair, det, kept, out_dir, source="geodelta detect")
