@@ -43,13 +43,18 @@ def test_outputs_are_valid_cogs(naip):
 def test_change_prob_is_scaled_uint8(naip):
     det = naip["det"]
     with rasterio.open(det.change_tif) as ch, rasterio.open(det.prob_tif) as pr:
-        assert pr.dtypes[0] == "uint8" and pr.scales[0] == pytest.approx(1 / 255) and pr.offsets[0] == 0
-        c, p = ch.read(1), pr.read(1).astype(np.float64) * pr.scales[0]
+        assert pr.dtypes[0] == "uint8" and pr.scales[0] == pytest.approx(1 / 63) and pr.offsets[0] == 0
+        stored = pr.read(1)
+        assert stored.max() <= 63  # 64 steps: the scale maps the top step to p = 1
+        c, p = ch.read(1), stored.astype(np.float64) * pr.scales[0]
         assert ch.nodata == 255 and set(np.unique(c)) <= {0, 1, 255}
         # the mask is the score cut at 0.5 before clean-up: changed pixels score high, unchanged low
         assert p[c == 1].mean() > 0.5 > p[c == 0].mean()
-        # overviews of the mask keep its codes (nearest), the score's are averages in 0..255
+        # overviews of the mask keep its codes (nearest), the score's are averages in 0..63
         assert set(np.unique(ch.read(1, out_shape=(362, 467)))) <= {0, 1, 255}
+    # region confidences read the band's scale: means of p in [0, 1], high inside changed regions
+    confs = [r.confidence for r in det.regions]
+    assert confs and max(confs) <= 1.0 and np.mean(confs) > 0.5
 
 
 def test_layout_check_rejects_a_plain_geotiff(naip, tmp_path: Path):

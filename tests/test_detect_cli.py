@@ -39,8 +39,8 @@ def test_detect_georeferenced_demo_writes_every_output(demo_pair, tmp_path: Path
         assert ch.dtypes[0] == "uint8" and ch.nodata == 255
         c, p = ch.read(1), pr.read(1)
         assert set(np.unique(c)) <= {0, 1, 255} and (c == 1).any()
-        # change_prob: uint8 0-255 with its scale in the metadata (p = stored / 255)
-        assert pr.dtypes[0] == "uint8" and pr.scales[0] == pytest.approx(1 / 255) and pr.offsets[0] == 0
+        # change_prob: uint8 0-63 with its scale in the metadata (p = stored / 63)
+        assert pr.dtypes[0] == "uint8" and pr.scales[0] == pytest.approx(1 / 63) and pr.offsets[0] == 0
         # a pixel is change exactly where its score passed the automatic threshold (before clean-up)
         assert p[c == 1].mean() > p[c == 0].mean()
     summary = json.loads((tmp_path / "summary.json").read_text())

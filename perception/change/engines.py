@@ -1,7 +1,7 @@
 """Execution engines for the change stage: the same per-window function run locally or on Dask.
 
 An engine takes a fitted masker and writes change.tif (uint8: 1 change, 0 no change, 255 nodata) and
-change_prob.tif (uint8 round(255 p), 0 where nodata: the COG's values, so finalising only re-encodes) window
+change_prob.tif (uint8 round(63 p), 0 where nodata: the COG's values, so finalising only re-encodes) window
 by window on the pair's grid, ZSTD level 1 (the COG rewrite compresses them properly, on every CPU). Every engine calls
 `change_window` (pair.read -> masker.score -> change.clean_mask on a window with a halo), so the
 algorithm exists once; engines only decide where windows run and how results reach the files.
@@ -46,7 +46,7 @@ Engine = Callable[..., tuple[int, int]]
 def change_window(pair: AlignedPair, masker: change.ChangeMasker, params: dict, read_win: Window,
                   core: tuple[slice, slice], min_pixels: int) -> tuple[np.ndarray, np.ndarray]:
     """Score one window read with its halo and clean the mask; return the core's (uint8 change
-    1/0/255, uint8 score round(255 p) with 0 where nodata), both (h, w) of the core window."""
+    1/0/255, uint8 score round(63 p) with 0 where nodata), both (h, w) of the core window."""
     a, b, valid = pair.read(read_win)
     prob = masker.score(a, b, valid, params)
     # a masker may set `open_radius` (the water masker: 0, thin flood channels survive)

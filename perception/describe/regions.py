@@ -241,6 +241,15 @@ def regions_from_rasters(
     return out
 
 
+def prob_scale(ds: rasterio.DatasetReader, dtype: np.dtype) -> float:
+    """p per stored unit of a change_prob raster: the band's scale (ours: 1/63), else a float's own values, else
+    an integer band's full range (an older uint8 file without a scale: 1/255)."""
+    if dtype.kind == "f":
+        return 1.0
+    scale = float(ds.scales[0]) if ds.scales else 1.0
+    return scale if scale != 1.0 else 1.0 / np.iinfo(dtype).max
+
+
 def _confidences(prob_tif: Path | None, change_tif: Path, polys: np.ndarray, tile: int) -> list[float]:
     """Mean of change_prob over each region's pixels, clipped to [0, 1].
 
@@ -259,7 +268,7 @@ def _confidences(prob_tif: Path | None, change_tif: Path, polys: np.ndarray, til
     sums, counts = np.zeros(n), np.zeros(n)
     with rasterio.open(prob_tif) as ds, rasterio.open(change_tif) as ch:
         dtype = np.dtype(ds.dtypes[0])
-        scale = 1.0 / np.iinfo(dtype).max if dtype.kind in "ui" else 1.0  # integer probabilities: full range = 1
+        scale = prob_scale(ds, dtype)
         for r0 in range(0, ds.height, tile):
             for c0 in range(0, ds.width, tile):
                 win = Window(c0, r0, min(tile, ds.width - c0), min(tile, ds.height - r0))
