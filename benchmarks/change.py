@@ -61,16 +61,20 @@ def pairs_for(data: Path, domains: list[str], max_pairs: int = 0) -> list:
 
 
 def method_options(spec: str) -> tuple[str, dict]:
-    """(masker name, masker options) of a --methods entry: `learned@MODEL` is the learned masker with another
+    """(masker name, DetectOptions fields) of a --methods entry: `learned@MODEL` is the learned masker with another
     ONNX file, MODEL a path or a name in geodelta/data/weights (e.g. learned@effnet_siamese_v1);
-    `learned@MODEL:TYPE` scores one change-type head of it (e.g. learned@effnet_siamese_v1:building)."""
+    `learned@MODEL:TYPE` scores one change-type head of it (e.g. learned@effnet_siamese_v1:building);
+    `auto@buildings` is auto for a question about buildings (ChangeQuery.focus), which routes aerial RGB to the
+    building-change model."""
+    if spec == "auto@buildings":
+        return "auto", {"focus": "buildings"}
     if not spec.startswith("learned@"):
         return spec, {}
     from geodelta.perception.learned import siamese as learned
 
     model, _, kind = spec.split("@", 1)[1].partition(":")
     path = Path(model) if Path(model).suffix in (".onnx", ".pt") else learned.default_weights().parent / f"{model}.onnx"
-    return "learned", {"weights": str(path)} | ({"change_type": kind} if kind else {})
+    return "learned", {"masker_opts": {"weights": str(path)} | ({"change_type": kind} if kind else {})}
 
 
 def run_method(method: str, data: Path, domains: list[str], tmp: Path, refine: str | None = None,
@@ -90,7 +94,7 @@ def run_method(method: str, data: Path, domains: list[str], tmp: Path, refine: s
         t0 = time.perf_counter()
         name, opts = method_options(method)
         try:
-            det = detect_stage(pair, out, DetectOptions(method=name, min_area_m2=0.0, min_area_px=0, masker_opts=opts))
+            det = detect_stage(pair, out, DetectOptions(method=name, min_area_m2=0.0, min_area_px=0, **opts))
         except GeoDeltaError as e:  # e.g. the learned model on bands without red (OMBRIA): not applicable, shown as "-"
             print(f"{method} skips {lp.domain}/{lp.name}: {e}"[:200])
             continue
@@ -296,7 +300,7 @@ def main(argv: list[str] | None = None) -> dict:
             summary["learned_inference_mpx_s"] = mps
     for m in base:
         if m.startswith("learned@"):
-            mps = learned_inference_speed(data, weights=method_options(m)[1]["weights"])
+            mps = learned_inference_speed(data, weights=method_options(m)[1]["masker_opts"]["weights"])
             if mps is not None:
                 console.print(f"{m} inference (onnxruntime, 1024 x 1024 px WHU window, {os.cpu_count()} CPU cores): "
                               f"{mps:.2f} Mpx/s (goal >= 2)")
