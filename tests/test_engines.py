@@ -128,12 +128,14 @@ def test_started_cluster_warms_the_learned_model_on_one_thread_per_worker() -> N
 
 
 def test_learned_model_scores_windows_in_parallel_with_the_same_bytes(data_dir: Path, tmp_path: Path) -> None:
-    """`auto` on RGB picks the ONNX model, which the local engine runs on its pool (one onnxruntime thread
-    per window): the same change.tif and change_prob.tif as one window at a time."""
+    """`auto` on RGB picks the ONNX model, whose sessions may run from several threads (one onnxruntime thread
+    per window): the same change.tif and change_prob.tif as one window at a time. By default the engine runs it
+    one window at a time (max_windows = 1: the memory of one run); the parallel path stays correct."""
     lv = data_dir / "levir_crops"
     pair = open_pair(lv / "A" / "test_2_0000_0000.png", lv / "B" / "test_2_0000_0000.png")
     masker = change.get_masker("auto", roles=dict(pair.band_roles), scene={"pixel_m": None})
-    assert masker.chosen == "learned" and masker.thread_safe
+    assert masker.chosen == "learned" and masker.thread_safe and masker.max_windows == 1
+    masker.max_windows = None  # let the pool run 2 windows at once
     params = masker.fit(*pair.sample())
     one = engines.run_local(pair, masker, params, (tmp_path / "c1.tif", tmp_path / "p1.tif"), 128, min_pixels=16, threads=1)
     two = engines.run_local(pair, masker, params, (tmp_path / "c2.tif", tmp_path / "p2.tif"), 128, min_pixels=16, threads=2)

@@ -120,6 +120,7 @@ class AutoMasker:
         self.inner = get_masker(self.chosen, **opts)
         self.open_radius = getattr(self.inner, "open_radius", None)
         self.thread_safe = getattr(self.inner, "thread_safe", False)  # the local engine's pool runs the inner masker
+        self.max_windows = getattr(self.inner, "max_windows", None)
 
     def fit(self, a: np.ndarray, b: np.ndarray) -> dict:
         params = self.inner.fit(a, b)

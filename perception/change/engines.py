@@ -91,9 +91,9 @@ _WINDOW = threading.local()  # .threads: CPU threads one window's score may use 
 
 
 def window_threads() -> int | None:
-    """CPU threads a masker may use inside one window's score: the local engine's CPUs divided among its
-    pool threads (measured on the 4000 px NAIP mosaic, the learned model as 2 windows x 1 onnxruntime thread
-    scored in 12.9 s where 1 window x 2 threads took 19.5 s); None outside the local engine's pool."""
+    """CPU threads a masker may use inside one window's score: the local engine's CPUs divided among the windows it
+    scores at once (every CPU for a masker with max_windows = 1, the learned model: see siamese.LearnedMasker);
+    None outside the local engine's pool."""
     return getattr(_WINDOW, "threads", None)
 
 
@@ -122,6 +122,7 @@ def run_local(pair: AlignedPair, masker: change.ChangeMasker, params: dict, out_
     n_threads = min(cpus, max(1, len(windows)))
     if not getattr(masker, "thread_safe", False):  # e.g. the learned model on torch: torch threads inside one call
         n_threads = 1
+    n_threads = min(n_threads, getattr(masker, "max_windows", None) or n_threads)  # the learned model: 1 (memory)
     changed = valid_total = 0
     per_window = max(1, cpus // n_threads)
 

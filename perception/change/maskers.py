@@ -269,6 +269,7 @@ class BandSubset:
         self.masker, self.indices, self.names = masker, indices, names
         self.name = masker.name
         self.thread_safe = getattr(masker, "thread_safe", False)
+        self.max_windows = getattr(masker, "max_windows", None)
         self.open_radius = getattr(masker, "open_radius", None)
 
     def fit(self, a: np.ndarray, b: np.ndarray) -> dict:

@@ -298,6 +298,12 @@ class LearnedMasker:
                               "use change_type='any' or a change-type model (effnet_siamese)")
         return heads.index(self.change_type)
 
+    # One window at a time, every CPU inside onnxruntime, by measurement on the 4000 px NAIP mosaic (AMD EPYC, AVX2,
+    # 2 CPUs): score 19.3 s at 1.2 GB peak RSS, against 18.6 s at 2.2 GB for 2 windows x 1 thread (each run holds
+    # ~0.7 GB of activations). An earlier Intel machine gained more from 2 windows (12.9 vs 19.5 s), but no
+    # machine can give back the memory: a 20,000 px scene must stay under 2 GB.
+    max_windows = 1
+
     @property
     def thread_safe(self) -> bool:
         """onnxruntime sessions may run from several threads at once (each window with engines.window_threads()
