@@ -10,7 +10,16 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_serializer, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_serializer,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 # The fixed land-cover vocabulary (ARCHITECTURE section 3). "unknown" is not a class: it marks
 # a region whose classes were not (or could not be) determined, and the answer must say so.
@@ -116,6 +125,17 @@ class SceneRef(_Model):
     bands: list[str] = Field(default_factory=list)
 
 
+def plain_json(value: Any) -> Any:
+    """`value` with numpy arrays (and tuples) turned into lists, recursively: what json.dumps can write."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {k: plain_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_json(v) for v in value]
+    return value
+
+
 class Region(_Model):
     """One connected change region (S2M's mask component)."""
 
@@ -139,6 +159,16 @@ class Region(_Model):
     # (the polygon dict it was built from, shapely geometry): describe, render and the map need the geometry,
     # and rebuilding it from the dict (shapely's shape()) cost seconds per stage at 10,000 regions.
     _shape: tuple[Any, Any] | None = PrivateAttr(default=None)
+
+    @field_serializer("polygon")
+    def _polygon_lists(self, polygon: dict[str, Any]) -> dict[str, Any]:
+        return plain_json(polygon)  # ring arrays (describe.geometry.geojson_dicts) -> lists, in every dump
+
+    def __eq__(self, other: object) -> bool:
+        """Field-by-field, with the polygon compared as JSON (its rings may be arrays or lists)."""
+        if not isinstance(other, Region):
+            return NotImplemented
+        return self.model_dump() == other.model_dump()
 
     def geometry(self) -> Any:
         """`polygon` as a shapely geometry, built once per polygon (a model_copy that replaces `polygon` rebuilds it).

@@ -246,19 +246,22 @@ def test_bbox_on_unreferenced_scene_is_an_input_error(levir):
 
 
 def test_polygon_dicts_and_cached_geometry_match_the_geojson(demo_regions):
-    """Region.polygon (built from ring arrays) is what shapely's GeoJSON writer gives, and Region.geometry()
-    is that polygon; a copy with another polygon gets that polygon's geometry, not the cached one."""
+    """Region.polygon (built from ring arrays, kept as arrays) dumps as what shapely's GeoJSON writer gives, and
+    Region.geometry() is that polygon; a copy with another polygon gets that polygon's geometry, not the cached one."""
     import json
 
     import shapely
 
+    from geodelta.contracts import plain_json
+
     geoms = np.array([r.geometry() for r in demo_regions], dtype=object)
-    assert [json.loads(g) for g in shapely.to_geojson(geoms)] == [r.polygon for r in demo_regions]
+    assert [json.loads(g) for g in shapely.to_geojson(geoms)] == [r.model_dump()["polygon"] for r in demo_regions]
+    assert json.loads(demo_regions[0].model_dump_json())["polygon"] == json.loads(shapely.to_geojson(geoms[0]))
     assert all(r.geometry().equals(shape(r.polygon)) for r in demo_regions)
     holed = shapely.Polygon([(0, 0), (4, 0), (4, 4), (0, 4)], [[(1, 1), (2, 1), (2, 2), (1, 2)]])
     multi = shapely.MultiPolygon([holed, shapely.box(5, 5, 6, 6)])
     arr = np.array([holed, multi, shapely.Polygon()], dtype=object)
-    assert describe.geojson_dicts(arr) == [json.loads(g) for g in shapely.to_geojson(arr)]
+    assert plain_json(describe.geojson_dicts(arr)) == [json.loads(g) for g in shapely.to_geojson(arr)]
     moved = demo_regions[0].model_copy(update={"polygon": json.loads(shapely.to_geojson(shapely.box(0, 0, 1, 1)))})
     assert moved.geometry().area == 1.0 and demo_regions[0].geometry().area < 0.01  # lon/lat degrees
 
