@@ -74,3 +74,21 @@ def test_ask_how_many_buildings_routes_to_the_building_model_and_counts_building
     n_buildings = claims["separate buildings in those areas"]["value"]
     n_areas = claims["regions matching the query"]["value"]
     assert n_buildings >= n_areas >= 1 and f"{n_buildings} separate building" in ans["text"]
+
+
+def test_detect_focus_buildings_through_the_installed_script(data_dir: Path, tmp_path: Path):
+    """`geodelta detect --focus buildings`: auto takes the building model and the regions carry object counts;
+    a focus that does not exist is one clear line and exit status 2."""
+    crops = data_dir / "levir_crops"
+    a, b = str(crops / "A" / f"{CROP}.png"), str(crops / "B" / f"{CROP}.png")
+    env = {**os.environ, "GEODELTA_DB": str(tmp_path / "g.db")}
+    proc = subprocess.run([GEODELTA, "detect", a, b, "--focus", "buildings", "--out", str(tmp_path / "out"), "--quiet"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["method"]["chosen"] == "buildings" and summary["options"]["focus"] == "buildings"
+    assert all(r["n_objects"] >= 1 for r in summary["regions"])
+    bad = subprocess.run([GEODELTA, "detect", a, b, "--focus", "houses", "--out", str(tmp_path / "bad")],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert bad.returncode == 2 and "focus" in bad.stderr and "Traceback" not in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1

@@ -149,14 +149,14 @@ def _min_pixels(grid: Grid, min_area_m2: float, min_area_px: int) -> int:
     return min_area_px if not grid.georeferenced else 0
 
 
-def describe_stage(regions: list[Region], query: ChangeQuery, grid: Grid,
-                   change_tif: Path | None = None) -> tuple[list[Region], list[Quadruple], str]:
+def describe_stage(regions: list[Region], query: ChangeQuery, grid: Grid, change_tif: Path | None = None,
+                   focus: str | None = None) -> tuple[list[Region], list[Quadruple], str]:
     """Keep the regions the query asks about, group them into S2M quadruples, caption them.
 
-    A question about buildings (`query.focus`) also counts the separate objects in each kept region, from
-    `change_tif` (touching houses are one region but several buildings)."""
+    A question about buildings (`focus`, default `query.focus`) also counts the separate objects in each kept
+    region, from `change_tif` (touching houses are one region but several buildings)."""
     kept = describe.filter_regions(regions, query, grid)
-    if query.focus == "buildings" and change_tif is not None:
+    if (focus or query.focus) == "buildings" and change_tif is not None:
         from geodelta.perception.describe.objects import count_objects
 
         kept = count_objects(kept, change_tif, grid)
@@ -237,7 +237,8 @@ def run_detect(
 
     det = detect_stage(pair, out_dir, options, progress=progress, engine_opts=engine_opts)
     t0 = time.perf_counter()
-    kept, quads, text = describe_stage(det.regions, query, det.grid, det.change_tif)
+    focus = "buildings" if "buildings" in (options.focus, query.focus) else "any"  # --focus, or the query's own
+    kept, quads, text = describe_stage(det.regions, query, det.grid, det.change_tif, focus)
     t_describe = time.perf_counter() - t0
     t0 = time.perf_counter()
     maps = render_stage(pair, det, kept, out_dir, source="geodelta detect")
