@@ -6,9 +6,22 @@ imported only when a device is resolved.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 from geodelta.errors import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda")
+# What a CUDA GPU needs to be visible on Linux: the NVIDIA driver's control device (or WSL2's GPU device).
+_GPU_NODES = ("/dev/nvidiactl", "/proc/driver/nvidia/version", "/dev/dxg")
+
+
+def no_gpu_driver() -> bool:
+    """True where torch cannot see a CUDA GPU whatever it is asked: Linux without an NVIDIA driver or WSL2 GPU node.
+
+    Lets 'auto' be 'cpu' without importing torch, which costs ~470 MB of RSS and about a second (measured: the
+    4000 px NAIP detect peaked at 1,675 MB with torch imported for the probe, 1,208 MB without)."""
+    return sys.platform.startswith("linux") and not any(Path(p).exists() for p in _GPU_NODES)
 
 
 def resolve_device(device: str | None = "auto") -> str:
@@ -17,6 +30,8 @@ def resolve_device(device: str | None = "auto") -> str:
     device = device or "auto"
     if device not in DEVICES:
         raise ConfigError(f"unknown device {device!r}: set GEODELTA_DEVICE to one of {', '.join(DEVICES)}")
+    if device == "auto" and no_gpu_driver():
+        return "cpu"
     import torch
 
     if device == "auto":
