@@ -1,8 +1,8 @@
 """`auto`: pick, per input, the change masker that measured best on that kind of domain (held-out scenes).
 
 The rules read what the input says about itself: the band roles (RGB, NIR, SWIR) and the pixel size
-in metres (None without a georeference), and what the question is about (`focus`: "buildings" or "any"). Each rule names the held-out domains it rests on and their
-measured pixel F1 (geodelta/data/weights/MODEL_CARD.md, `geodelta bench change`); the choice and its
+in metres (None without a georeference), and what the question is about (`focus`: "buildings" or "any").
+Each rule names the held-out domains it rests on and their measured pixel F1 (geodelta/data/weights/MODEL_CARD.md, `geodelta bench change`); the choice and its
 reason go into the fitted params (summary.json, the answer's justification).
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from geodelta.perception.change.maskers import get_masker, masker_class, register_masker
+from geodelta.perception.change.maskers import get_masker, masker_class, pass_engine_hints, register_masker
 from geodelta.perception.change.water import water_index_bands
 
 
@@ -97,7 +97,8 @@ def choose(roles: dict[str, int] | None, pixel_m: float | None, focus: str = "an
 class AutoMasker:
     """Delegates to the masker `choose` picks; fit() params carry `chosen` and `reason`.
 
-    `scene` is {"pixel_m": float | None, "focus": "any" | "buildings"} from the pipeline; `weights` / `device` go to the learned model."""
+    `scene` is {"pixel_m": float | None, "focus": "any" | "buildings"} from the pipeline; `weights` / `device`
+    go to the learned model."""
 
     name = "auto"
 
@@ -118,9 +119,7 @@ class AutoMasker:
         if "roles" in params:
             opts["roles"] = self.roles
         self.inner = get_masker(self.chosen, **opts)
-        self.open_radius = getattr(self.inner, "open_radius", None)
-        self.thread_safe = getattr(self.inner, "thread_safe", False)  # the local engine's pool runs the inner masker
-        self.max_windows = getattr(self.inner, "max_windows", None)
+        pass_engine_hints(self, self.inner)  # the local engine's pool runs the inner masker
 
     def fit(self, a: np.ndarray, b: np.ndarray) -> dict:
         params = self.inner.fit(a, b)

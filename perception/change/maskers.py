@@ -262,15 +262,24 @@ def change_band_indices(band_names: list[str]) -> list[int] | None:
     return None
 
 
+# What the engines read off a masker besides fit/score (engines.run_local, engines.change_window), with the value
+# a masker without the attribute means: pool-safe, how many windows at once (None: one per CPU), clean-up opening.
+ENGINE_HINTS: dict[str, Any] = {"thread_safe": False, "max_windows": None, "open_radius": None}
+
+
+def pass_engine_hints(wrapper: Any, inner: Any) -> None:
+    """Give a masker that wraps another (BandSubset, auto) the inner masker's engine hints."""
+    for name, default in ENGINE_HINTS.items():
+        setattr(wrapper, name, getattr(inner, name, default))
+
+
 class BandSubset:
     """A masker that sees only some bands (same fit/score interface; params record which)."""
 
     def __init__(self, masker: ChangeMasker, indices: list[int], names: list[str]):
         self.masker, self.indices, self.names = masker, indices, names
         self.name = masker.name
-        self.thread_safe = getattr(masker, "thread_safe", False)
-        self.max_windows = getattr(masker, "max_windows", None)
-        self.open_radius = getattr(masker, "open_radius", None)
+        pass_engine_hints(self, masker)
 
     def fit(self, a: np.ndarray, b: np.ndarray) -> dict:
         params = self.masker.fit(a[self.indices], b[self.indices])
