@@ -186,7 +186,7 @@ def learned_inference_speed(data: Path, repeats: int = 3, weights: str | None = 
         return None
     with open_pair(root / "A" / "000213.png", root / "B" / "000213.png") as pair:
         xa, xb = learned.prepare_window(pair, Window(0, 0, pair.grid.width, pair.grid.height))
-    sess, _, _ = onnx_infer.load_session(str(weights or learned.default_weights()))
+    sess, _, _ = onnx_infer.load_session(str(weights or learned.shipped_model("siamese_v3", "int8")))
     onnx_infer.predict(sess, xa[:, :256, :256], xb[:, :256, :256])  # warm-up
     t0 = time.perf_counter()
     for _ in range(repeats):
@@ -292,12 +292,18 @@ def main(argv: list[str] | None = None) -> dict:
         s = sum(v[1] for v in speeds[m].values())
         t3.add_row(m, f"{px / 1e6:.1f}", f"{s:.1f}", f"{px / 1e6 / max(s, 1e-9):.2f}")
     console.print(t3)
-    if "learned" in base or "auto" in base:
-        mps = learned_inference_speed(data)
-        if mps is not None:
-            console.print(f"learned model inference (onnxruntime, 1024 x 1024 px WHU window, {os.cpu_count()} CPU cores): "
-                          f"{mps:.2f} Mpx/s (goal >= 2)")
-            summary["learned_inference_mpx_s"] = mps
+    if "learned" in base or "auto" in base or "buildings" in base:
+        from geodelta.perception.learned.siamese import shipped_model
+
+        for model in ("siamese_v3", "effnet_siamese_v1"):
+            for precision in ("int8", "float"):  # int8: the default on the CPU
+                mps = learned_inference_speed(data, weights=str(shipped_model(model, precision)))
+                if mps is None:
+                    continue
+                console.print(f"{model} {precision} inference (onnxruntime, 1024 x 1024 px WHU window, {os.cpu_count()} "
+                              f"CPU cores): {mps:.2f} Mpx/s (goal >= 2)")
+                summary.setdefault("inference_mpx_s", {})[f"{model}:{precision}"] = mps
+        summary["learned_inference_mpx_s"] = summary.get("inference_mpx_s", {}).get("siamese_v3:int8")
     for m in base:
         if m.startswith("learned@"):
             mps = learned_inference_speed(data, weights=method_options(m)[1]["masker_opts"]["weights"])

@@ -23,7 +23,7 @@ from geodelta.settings import Settings
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     weights = learned.default_weights().parent
-    models = argv or [str(weights / "siamese_v3.onnx"), str(weights / "effnet_siamese_v1.onnx")]
+    models = argv or [str(weights / f"{m}{p}.onnx") for m in ("siamese_v3", "effnet_siamese_v1") for p in ("_int8", "")]
     root = Settings().data / "whu_tiles"
     with open_pair(root / "A" / "000213.png", root / "B" / "000213.png") as pair:
         xa, xb = learned.prepare_window(pair, Window(0, 0, pair.grid.width, pair.grid.height))

@@ -83,6 +83,7 @@ def detect(
     min_area_m2: Annotated[float, typer.Option("--min-area-m2", min=0.0, help="Drop regions smaller than this (m², >= 0).")] = 0.0,
     tile: Annotated[int, typer.Option(min=64, max=16384, help="Tile edge in pixels, 64-16384 (peak memory follows it).")] = 1024,
     engine: Annotated[str, typer.Option(help="Where tiles run: local (default) or dask.")] = "local",
+    precision: Annotated[Optional[str], typer.Option(help="Learned models on the CPU: int8 (quantised, ~2x faster) or float (default: the GEODELTA_PRECISION setting, int8).")] = None,
     scheduler: Annotated[Optional[str], typer.Option(help="Dask scheduler address tcp://HOST:PORT (engine dask).")] = None,
     workers: Annotated[Optional[int], typer.Option(min=1, max=256, help="Local Dask worker processes when no --scheduler (engine dask).")] = None,
     dates: Annotated[Optional[str], typer.Option(help="One date per image, oldest first: 2009-08-18,2012-07-31,... (default: from metadata).")] = None,
@@ -101,9 +102,12 @@ def detect(
     from geodelta.perception.pipeline.staging import staged_output
     from geodelta.settings import Settings
 
-    # GEODELTA_DEVICE is read here, once (perception never reads the environment)
-    options = DetectOptions(method=method, min_area_m2=min_area_m2, tile=tile, engine=engine, device=Settings().device,
-                            focus=focus)
+    # GEODELTA_DEVICE and GEODELTA_PRECISION are read here, once (perception never reads the environment)
+    settings = Settings()
+    if precision is not None and precision not in ("int8", "float"):
+        raise InputError(f"--precision must be int8 or float, not {precision!r}")
+    options = DetectOptions(method=method, min_area_m2=min_area_m2, tile=tile, engine=engine, device=settings.device,
+                            precision=precision or settings.precision, focus=focus)
     kw: dict[str, Any] = {"aoi": _parse_aoi(aoi), "engine_opts": engine_opts} | ({"bands": bands} if bands else {})
     # Outputs are written into a hidden sibling folder and moved into DIR when complete (summary.json last):
     # a killed run never leaves a half-written change.tif that looks finished. Unwritable DIR fails here, first.

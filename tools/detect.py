@@ -46,7 +46,7 @@ def make(ctx: ToolContext) -> BaseTool:
         # Same scene, method and settings as an earlier call of this process whose rasters are untouched:
         # the same detection (a follow-up question does not fit and score the scene again).
         options = DetectOptions(method=method, min_area_m2=min_area_m2, min_area_px=s.min_area_px, tile=s.tile_size,
-                                device=s.device, focus=focus)
+                                device=s.device, precision=s.precision, focus=focus)
         det = ctx.workspace.memo(("detect", scene_id, options.model_dump_json()), lambda d: (d.change_tif, d.prob_tif),
                                  lambda: detect_stage(pair, out, options, progress=ctx.progress))
         stats = {"changed_px": det.changed_px, "valid_px": det.valid_px, "timings_s": det.timings}

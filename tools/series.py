@@ -42,7 +42,8 @@ def make(ctx: ToolContext) -> BaseTool:
         sid = "ser_" + hashlib.sha256(key.encode()).hexdigest()[:12]
         out = ctx.workspace.root / sid
         s = run_series(paths, out, DetectOptions(method=method, min_area_m2=min_area_m2, min_area_px=ctx.settings.min_area_px,
-                                             tile=ctx.settings.tile_size, device=ctx.settings.device), progress=ctx.progress)
+                                             tile=ctx.settings.tile_size, device=ctx.settings.device,
+                                             precision=ctx.settings.precision), progress=ctx.progress)
         fc = s["first_change"]
         intervals = [{
             "interval": iv["interval"], "start": iv["start"], "end": iv["end"],

@@ -46,7 +46,8 @@ class Rule:
     question: str = ""  # what the question must be about for the rule to apply, in words ("" any question)
 
 
-# In order; the first rule that applies wins. Figures: held-out pixel F1 (MODEL_CARD.md validation table;
+# In order; the first rule that applies wins. Figures: held-out pixel F1 of the shipped int8 models, the default
+# precision (MODEL_CARD.md validation table;
 # OMBRIA: micro F1 over the 70 pairs of its test split through `detect_stage`, see change_water.py).
 RULES: tuple[Rule, ...] = (
     Rule("a water-sensitive composite without a red band (green + SWIR or NIR, e.g. OMBRIA B11/B8/B3 flood pairs)",
@@ -57,14 +58,14 @@ RULES: tuple[Rule, ...] = (
     # question is about buildings, and siamese_v3 stays for RGB land change in general.
     Rule("RGB without near-infrared (aerial photos, Google Earth crops, PNG/JPEG)",
          lambda f: f.rgb and not f.nir and f.focus == "buildings", "buildings",
-         "LEVIR 0.796 / WHU 0.842 / Beijing 0.623 for buildings vs 0.706 / 0.723 / 0.692 for learned; "
-         "object F1 LEVIR 0.725 / WHU 0.034 / Beijing 0.417 vs 0.465 / 0.011 / 0.167", question="buildings"),
+         "LEVIR 0.793 / WHU 0.841 / Beijing 0.620 for buildings vs 0.707 / 0.725 / 0.694 for learned; "
+         "object F1 LEVIR 0.676 / WHU 0.032 / Beijing 0.522 vs 0.484 / 0.011 / 0.167", question="buildings"),
     Rule("RGB without near-infrared (aerial photos, Google Earth crops, PNG/JPEG)",
          lambda f: f.rgb and not f.nir, "learned",
-         "LEVIR 0.706 / WHU 0.723 / SZTAKI 0.486 for learned vs irmad 0.264 / 0.183 / 0.307"),
+         "LEVIR 0.707 / WHU 0.725 / SZTAKI 0.486 for learned vs irmad 0.264 / 0.183 / 0.307"),
     Rule("multispectral with near-infrared at 20 m or coarser (Landsat)",
          lambda f: f.nir and f.pixel_m is not None and f.pixel_m >= 20, "irmad",
-         "Landsat Taizhou: irmad 0.885, cva 0.721, learned 0.644"),
+         "Landsat Taizhou: irmad 0.885, cva 0.721, learned 0.649"),
     Rule("multispectral with near-infrared at 5-20 m (Sentinel-2 10 m bands)",
          lambda f: f.nir and f.pixel_m is not None and 5 <= f.pixel_m < 20, "cva",
          "OSCD aguasclaras + rennes: cva 0.419, irmad 0.363, learned 0.215"),
@@ -112,9 +113,9 @@ class AutoMasker:
         if learned_opts.get("weights"):  # the user's model replaces the rule's (and its change-type heads)
             rule_opts.pop("change_type", None)
         elif "model" in rule.options and "weights" in params:
-            from geodelta.perception.learned.siamese import default_weights
+            from geodelta.perception.learned.siamese import shipped_model
 
-            rule_opts["weights"] = str(default_weights().parent / f"{rule.options['model']}.onnx")
+            rule_opts["weights"] = str(shipped_model(rule.options["model"], learned_opts.get("precision")))
         opts = rule_opts | {k: v for k, v in learned_opts.items() if k in params and v is not None}
         if "roles" in params:
             opts["roles"] = self.roles
