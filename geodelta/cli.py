@@ -83,7 +83,7 @@ def detect(
     min_area_m2: Annotated[float, typer.Option("--min-area-m2", min=0.0, help="Drop regions smaller than this (m², >= 0).")] = 0.0,
     tile: Annotated[int, typer.Option(min=64, max=16384, help="Tile edge in pixels, 64-16384 (peak memory follows it).")] = 1024,
     engine: Annotated[str, typer.Option(help="Where tiles run: local (default) or dask.")] = "local",
-    precision: Annotated[Optional[str], typer.Option(help="Learned models on the CPU: int8 (quantised, ~2x faster) or float (default: the GEODELTA_PRECISION setting, int8).")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="Learned models on the CPU: int8 (quantised, ~2x faster) or float (default: the GEODELTA_PRECISION setting, else each model's measured default: learned int8, buildings float).")] = None,
     scheduler: Annotated[Optional[str], typer.Option(help="Dask scheduler address tcp://HOST:PORT (engine dask).")] = None,
     workers: Annotated[Optional[int], typer.Option(min=1, max=256, help="Local Dask worker processes when no --scheduler (engine dask).")] = None,
     dates: Annotated[Optional[str], typer.Option(help="One date per image, oldest first: 2009-08-18,2012-07-31,... (default: from metadata).")] = None,

@@ -237,8 +237,8 @@ class DetectOptions(_Model):
     tile: int = Field(default=1024, ge=32, description="Window size in pixels: peak memory follows it.")
     engine: str = Field(default="local", description="Execution engine of the change stage: local or dask.")
     device: str | None = Field(default=None, description="Torch device of torch models (auto|cpu|cuda); None: auto.")
-    precision: Literal["int8", "float"] = Field(default="int8", description="Precision of the learned ONNX models on "
-                                                "the CPU: int8 (default, ~2x faster, same held-out F1) or float.")
+    precision: Literal["int8", "float"] | None = Field(default=None, description="Precision of the learned ONNX models "
+                                                       "on the CPU: int8 (~2x faster) or float; None: each model's measured default.")
     focus: Focus = Field(default="any", description="What the change of interest is about (auto picks by it too).")
     masker_opts: dict[str, Any] = Field(default_factory=dict, description="Masker options, e.g. the learned weights.")
 

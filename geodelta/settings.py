@@ -46,8 +46,8 @@ class Settings(BaseSettings):
     vlm_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     vlm_max_new_tokens: int = Field(default=512, ge=1, description="Token budget of one local-model reply.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["int8", "float"] = Field(default="int8", description="The learned change models on the CPU: "
-                                                "int8 (quantised, ~2x faster, same held-out F1) or float.")
+    precision: Literal["int8", "float"] | None = Field(default=None, description="The learned change models on the "
+                                                       "CPU: int8 (quantised, ~2x faster) or float; unset: each model's measured default.")
     sam_checkpoint: Path | None = None
     sam_model_type: Literal["vit_b", "vit_l", "vit_h"] = "vit_b"
 

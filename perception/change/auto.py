@@ -46,8 +46,8 @@ class Rule:
     question: str = ""  # what the question must be about for the rule to apply, in words ("" any question)
 
 
-# In order; the first rule that applies wins. Figures: held-out pixel F1 of the shipped int8 models, the default
-# precision (MODEL_CARD.md validation table;
+# In order; the first rule that applies wins. Figures: held-out pixel F1 of the shipped models in their default
+# precision, siamese_v3 int8 and effnet float (MODEL_CARD.md validation table;
 # OMBRIA: micro F1 over the 70 pairs of its test split through `detect_stage`, see change_water.py).
 RULES: tuple[Rule, ...] = (
     Rule("a water-sensitive composite without a red band (green + SWIR or NIR, e.g. OMBRIA B11/B8/B3 flood pairs)",
@@ -58,14 +58,14 @@ RULES: tuple[Rule, ...] = (
     # question is about buildings, and siamese_v3 stays for RGB land change in general.
     Rule("RGB without near-infrared (aerial photos, Google Earth crops, PNG/JPEG)",
          lambda f: f.rgb and not f.nir and f.focus == "buildings", "buildings",
-         "LEVIR 0.793 / WHU 0.841 / Beijing 0.620 for buildings vs 0.707 / 0.725 / 0.694 for learned; "
-         "object F1 LEVIR 0.676 / WHU 0.032 / Beijing 0.522 vs 0.484 / 0.011 / 0.167", question="buildings"),
+         "LEVIR 0.796 / WHU 0.842 / Beijing 0.623 for buildings vs 0.707 / 0.725 / 0.694 for learned; "
+         "object F1 LEVIR 0.725 / WHU 0.034 / Beijing 0.417 vs 0.489 / 0.011 / 0.174", question="buildings"),
     Rule("RGB without near-infrared (aerial photos, Google Earth crops, PNG/JPEG)",
          lambda f: f.rgb and not f.nir, "learned",
          "LEVIR 0.707 / WHU 0.725 / SZTAKI 0.486 for learned vs irmad 0.264 / 0.183 / 0.307"),
     Rule("multispectral with near-infrared at 20 m or coarser (Landsat)",
          lambda f: f.nir and f.pixel_m is not None and f.pixel_m >= 20, "irmad",
-         "Landsat Taizhou: irmad 0.885, cva 0.721, learned 0.649"),
+         "Landsat Taizhou: irmad 0.885, cva 0.721, learned 0.648"),
     Rule("multispectral with near-infrared at 5-20 m (Sentinel-2 10 m bands)",
          lambda f: f.nir and f.pixel_m is not None and 5 <= f.pixel_m < 20, "cva",
          "OSCD aguasclaras + rennes: cva 0.419, irmad 0.363, learned 0.215"),

@@ -44,10 +44,11 @@ Engine = Callable[..., tuple[int, int]]
 
 
 def change_window(pair: AlignedPair, masker: change.ChangeMasker, params: dict, read_win: Window,
-                  core: tuple[slice, slice], min_pixels: int) -> tuple[np.ndarray, np.ndarray]:
+                  core: tuple[slice, slice], min_pixels: int, data: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Score one window read with its halo and clean the mask; return the core's (uint8 change
-    1/0/255, uint8 score round(63 p) with 0 where nodata), both (h, w) of the core window."""
-    a, b, valid = pair.read(read_win)
+    1/0/255, uint8 score round(63 p) with 0 where nodata), both (h, w) of the core window.
+    `data`: the window's (a, b, valid) if already read (the local engine reads ahead)."""
+    a, b, valid = pair.read(read_win) if data is None else data
     prob = masker.score(a, b, valid, params)
     # a masker may set `open_radius` (the water masker: 0, thin flood channels survive)
     mask = change.clean_mask(prob >= 0.5, valid, min_pixels=min_pixels, open_radius=getattr(masker, "open_radius", None))
@@ -146,12 +147,22 @@ def run_local(pair: AlignedPair, masker: change.ChangeMasker, params: dict, out_
             if progress:
                 progress("change", i + 1, len(windows))
 
+        from concurrent.futures import ThreadPoolExecutor
+
         if n_threads == 1:
-            for i in range(len(windows)):
-                write(i, *job(i))
+            # One window at a time (the learned model: every CPU inside onnxruntime): the next window is read on
+            # a helper thread meanwhile (GDAL releases the GIL), so the network never waits for the disk.
+            _WINDOW.threads = per_window
+            with warnings.catch_warnings(), ThreadPoolExecutor(1, thread_name_prefix="geodelta-read") as reader:
+                warnings.simplefilter("ignore", NodataShadowWarning)
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                ahead = reader.submit(pair.read, windows[0][0]) if windows else None
+                for i in range(len(windows)):
+                    data = ahead.result() if ahead is not None else None
+                    ahead = reader.submit(pair.read, windows[i + 1][0]) if i + 1 < len(windows) else None
+                    write(i, *change_window(pair, masker, params, windows[i][0], windows[i][2], min_pixels, data))
             return changed, valid_total
         from collections import deque
-        from concurrent.futures import ThreadPoolExecutor
 
         # warnings.catch_warnings (used by the readers) is process-wide, not per thread: hold the filters the
         # readers set for the whole pool, so threads entering and leaving it cannot let them through.

@@ -114,8 +114,12 @@ def predict(sess: Any, xa: np.ndarray, xb: np.ndarray, *, multiple: int = 8, til
     for (ph, pw), items in groups.items():
         for i in range(0, len(items), max(int(batch), 1)):
             chunk = items[i: i + max(int(batch), 1)]
-            ba = np.stack([_pad(xa[:, b[0]:b[2], b[1]:b[3]], ph, pw) for b in chunk])
-            bb = np.stack([_pad(xb[:, b[0]:b[2], b[1]:b[3]], ph, pw) for b in chunk])
+            if len(chunk) == 1:  # the usual case (one engine window, run whole): a view, no copy of the window
+                ba = _pad(xa[:, chunk[0][0]:chunk[0][2], chunk[0][1]:chunk[0][3]], ph, pw)[None]
+                bb = _pad(xb[:, chunk[0][0]:chunk[0][2], chunk[0][1]:chunk[0][3]], ph, pw)[None]
+            else:
+                ba = np.stack([_pad(xa[:, b[0]:b[2], b[1]:b[3]], ph, pw) for b in chunk])
+                bb = np.stack([_pad(xb[:, b[0]:b[2], b[1]:b[3]], ph, pw) for b in chunk])
             prob = sess.run(["prob" if head is None else "heads"], {"a": ba, "b": bb})[0]
             ch = 0 if head is None else int(head)
             for k, (r0, c0, _, _, r, c, cr1, cc1) in enumerate(chunk):

@@ -86,7 +86,7 @@ def detect_stage(
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.values())  # auto: **learned options
     if device is not None and "device" not in opts and ("device" in sig or takes_any):
         opts["device"] = device
-    if "precision" not in opts and ("precision" in sig or takes_any):
+    if options.precision is not None and "precision" not in opts and ("precision" in sig or takes_any):
         opts["precision"] = options.precision
     masker = change.get_masker(method, **opts)
     if keep is not None:
