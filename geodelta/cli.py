@@ -102,10 +102,7 @@ def detect(
     from geodelta.perception.pipeline.staging import staged_output
     from geodelta.settings import Settings
 
-    # GEODELTA_DEVICE and GEODELTA_PRECISION are read here, once (perception never reads the environment)
-    settings = Settings()
-    if precision is not None and precision not in ("int8", "float"):
-        raise InputError(f"--precision must be int8 or float, not {precision!r}")
+    settings = Settings()  # GEODELTA_DEVICE and GEODELTA_PRECISION are read here, once (perception never reads the environment)
     options = DetectOptions(method=method, min_area_m2=min_area_m2, tile=tile, engine=engine, device=settings.device,
                             precision=precision or settings.precision, focus=focus)
     kw: dict[str, Any] = {"aoi": _parse_aoi(aoi), "engine_opts": engine_opts} | ({"bands": bands} if bands else {})

@@ -99,7 +99,7 @@ def test_detect_cli_precision_flag(tmp_path: Path, data_dir: Path):
     assert '"precision": "float"' in json.dumps(params)
     bad = subprocess.run([str(gd), "detect", str(before), str(after), "--precision", "fp16", "--out", str(tmp_path / "b")],
                          capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "int8 or float" in bad.stderr
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "'int8' or 'float'" in bad.stderr
 
 
 def test_quantising_the_shipped_float_model_reproduces_the_shipped_int8_file(tmp_path: Path, data_dir: Path):
