@@ -27,7 +27,7 @@ OPSET = 17  # onnxruntime >= 1.14 runs opset 17; bilinear Resize and everything 
 def export_onnx(weights: str | Path, out: str | Path) -> dict[str, Any]:
     """Write `out` (.onnx) from checkpoint `weights`; returns the metadata stored in the file."""
     torch = learned.require_torch()
-    import onnx
+    import onnx  # noqa: F401 (fail before exporting when the onnx package is missing; write_metadata uses it)
 
     model, meta, sha = learned.load_model(weights, "cpu")
 
@@ -66,13 +66,20 @@ def export_onnx(weights: str | Path, out: str | Path) -> dict[str, Any]:
             "source_checkpoint": Path(weights).name, "source_sha256": sha, "multiple": learned.MULTIPLE}
     if typed:
         info["heads"] = list(model.head_names)
-    m = onnx.load(str(out))
+    write_metadata(out, info)
+    return info
+
+
+def write_metadata(path: str | Path, info: dict[str, Any]) -> None:
+    """Replace the ONNX file's metadata with the one `geodelta` entry onnx_infer.load_session reads."""
+    import onnx
+
+    m = onnx.load(str(path))
     del m.metadata_props[:]
     entry = m.metadata_props.add()
     entry.key, entry.value = "geodelta", json.dumps(info, sort_keys=True)
     m.producer_name = "geodelta"
-    onnx.save(m, str(out))
-    return info
+    onnx.save(m, str(path))
 
 
 def verify(weights: str | Path, onnx_path: str | Path, xa: np.ndarray, xb: np.ndarray) -> float:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from geodelta.perception.io.checksum import file_sha256
+from geodelta.perception.learned.onnx_export import write_metadata
 
 CROP = 256  # calibration crop edge (px): the activations' range, not their spatial extent, is what is measured
 CROPS_PER_PAIR = 2
@@ -79,12 +80,7 @@ def quantize(model: str | Path, out: str | Path, data: Path) -> dict[str, Any]:
     info |= {"quantized": "int8 static QDQ, per-channel weights, uint8 activations (onnxruntime.quantization)",
              "float_model": Path(model).name, "float_model_sha256": file_sha256(model),
              "calibration": [name for name, _ in crops]}
-    q = onnx.load(str(out))
-    del q.metadata_props[:]
-    entry = q.metadata_props.add()
-    entry.key, entry.value = "geodelta", json.dumps(info, sort_keys=True)
-    q.producer_name = "geodelta"
-    onnx.save(q, str(out))
+    write_metadata(out, info)
     return info
 
 
