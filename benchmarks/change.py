@@ -186,7 +186,7 @@ def learned_inference_speed(data: Path, repeats: int = 3, weights: str | None = 
         return None
     with open_pair(root / "A" / "000213.png", root / "B" / "000213.png") as pair:
         xa, xb = learned.prepare_window(pair, Window(0, 0, pair.grid.width, pair.grid.height))
-    sess, _, _ = onnx_infer.load_session(str(weights or learned.shipped_model("siamese_v3", "int8")))
+    sess, _, _ = onnx_infer.load_session(str(weights or learned.shipped_model("siamese_v3")))
     onnx_infer.predict(sess, xa[:, :256, :256], xb[:, :256, :256])  # warm-up
     t0 = time.perf_counter()
     for _ in range(repeats):
@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> dict:
         from geodelta.perception.learned.siamese import shipped_model
 
         for model in ("siamese_v3", "effnet_siamese_v1"):
-            for precision in ("int8", "float"):  # int8: the default on the CPU
+            for precision in ("int8", "float"):  # each model's default: siamese.DEFAULT_PRECISION
                 mps = learned_inference_speed(data, weights=str(shipped_model(model, precision)))
                 if mps is None:
                     continue

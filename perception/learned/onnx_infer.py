@@ -114,17 +114,18 @@ def predict(sess: Any, xa: np.ndarray, xb: np.ndarray, *, multiple: int = 8, til
     for (ph, pw), items in groups.items():
         for i in range(0, len(items), max(int(batch), 1)):
             chunk = items[i: i + max(int(batch), 1)]
-            if len(chunk) == 1:  # the usual case (one engine window, run whole): a view, no copy of the window
-                ba = _pad(xa[:, chunk[0][0]:chunk[0][2], chunk[0][1]:chunk[0][3]], ph, pw)[None]
-                bb = _pad(xb[:, chunk[0][0]:chunk[0][2], chunk[0][1]:chunk[0][3]], ph, pw)[None]
-            else:
-                ba = np.stack([_pad(xa[:, b[0]:b[2], b[1]:b[3]], ph, pw) for b in chunk])
-                bb = np.stack([_pad(xb[:, b[0]:b[2], b[1]:b[3]], ph, pw) for b in chunk])
-            prob = sess.run(["prob" if head is None else "heads"], {"a": ba, "b": bb})[0]
+            prob = sess.run(["prob" if head is None else "heads"], {"a": _batch(xa, chunk, ph, pw), "b": _batch(xb, chunk, ph, pw)})[0]
             ch = 0 if head is None else int(head)
             for k, (r0, c0, _, _, r, c, cr1, cc1) in enumerate(chunk):
                 out[r:cr1, c:cc1] = prob[k, ch, r - r0: cr1 - r0, c - c0: cc1 - c0]
     return out
+
+
+def _batch(x: np.ndarray, boxes: list[tuple], ph: int, pw: int) -> np.ndarray:
+    """(n, C, ph, pw) float32: the read boxes of x (C, h, w), padded. One box (the usual case: an engine window run
+    whole) is a view of x, not a copy."""
+    tiles = [_pad(x[:, b[0]:b[2], b[1]:b[3]], ph, pw) for b in boxes]
+    return tiles[0][None] if len(tiles) == 1 else np.stack(tiles)
 
 
 def _pad(x: np.ndarray, ph: int, pw: int) -> np.ndarray:

@@ -84,10 +84,9 @@ def detect_stage(
     if "scene" in sig:
         opts["scene"] = {"pixel_m": pixel_size_m(grid), "focus": options.focus}
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.values())  # auto: **learned options
-    if device is not None and "device" not in opts and ("device" in sig or takes_any):
-        opts["device"] = device
-    if options.precision is not None and "precision" not in opts and ("precision" in sig or takes_any):
-        opts["precision"] = options.precision
+    for key, value in (("device", device), ("precision", options.precision)):  # to the maskers that take them
+        if value is not None and key not in opts and (key in sig or takes_any):
+            opts[key] = value
     masker = change.get_masker(method, **opts)
     if keep is not None:
         masker = change.BandSubset(masker, keep, [pair.band_names[i] for i in keep])
