@@ -58,6 +58,12 @@ def test_auto_picks_per_kind_of_input_from_the_measured_table():
     assert choose({"swir1": 0, "nir": 1, "green": 2}, None)[0] == "water"  # OMBRIA composite
     method, reason = choose({}, None)
     assert method == "irmad" and "no band roles" in reason
+    rgb = {"red": 0, "green": 1, "blue": 2}
+    # R, G, B alone at coarser pixels (`geodelta bench resolution`): learned still wins at 5 m, not from 10 m on
+    assert choose(rgb, 5.0)[0] == "learned" and choose(rgb, 5.0, focus="buildings")[0] == "buildings"
+    assert choose(rgb, 10.0)[0] == "cva" and choose(rgb, 10.0, focus="buildings")[0] == "cva"
+    method, reason = choose(rgb, 30.0)
+    assert method == "irmad" and "RGB only, Landsat Taizhou 30 m" in reason
 
 
 def test_detect_cli_with_declared_bands_finds_the_flood_and_records_why(data_dir: Path, tmp_path: Path):

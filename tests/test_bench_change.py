@@ -43,3 +43,21 @@ def test_bench_refine_through_the_console_script(data_dir: Path) -> None:
     assert cells[1] == "7"  # the seven LEVIR test crops
     f1_before, f1_after = float(cells[2]), float(cells[3])
     assert 0.0 < f1_before < 1.0 and 0.0 < f1_after < 1.0
+
+
+def test_bench_resolution_auto_follows_the_pixel_size(data_dir: Path) -> None:
+    """R, G, B only at 5 / 10 / 30 m (real labelled pairs): auto takes learned, cva, irmad, and scores as the one it took."""
+    import subprocess
+    import sys
+
+    exe = Path(sys.executable).with_name("geodelta")
+    proc = subprocess.run([str(exe), "bench", "resolution", "--methods", "cva,auto"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = {}
+    for line in proc.stdout.splitlines():
+        cells = [c.strip() for c in line.strip("│ ").split("│")]
+        if len(cells) == 4 and cells[0].startswith(("sztaki", "oscd", "landsat")):
+            rows[cells[0]] = cells
+    assert [r[3] for r in rows.values()] == ["learned", "cva", "irmad"], proc.stdout
+    assert rows["oscd 10 m"][1] == rows["oscd 10 m"][2]  # auto ran cva there: the same F1
+    assert all(0.0 < float(r[2]) < 1.0 for r in rows.values())

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import rasterio
 from PIL import Image
+from rasterio.enums import ColorInterp
+from rasterio.transform import Affine
 from rasterio.windows import Window
 
 from geodelta.errors import InputError
@@ -207,6 +209,33 @@ def test_rgb_png_vs_rgbn_tif_match_three_roles(tmp_path: Path, data_dir: Path) -
     a, b, _ = full(pair)
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(a[2], rgb[0])
+
+
+def test_band_tagged_alpha_that_holds_data_is_a_band(tmp_path: Path, data_dir: Path) -> None:
+    """GDAL tags band 4 of a 4 x uint8 TIFF as alpha by default: NAIP-like R, G, B, NIR files often carry
+    their NIR there. A band with every level is data (the NAIP R, G, B, NIR convention), read on any grid."""
+    naip = data_dir / "naip" / "m_4709963_se_14_1_20090818.tif"
+    with rasterio.open(naip) as src:
+        data, profile = src.read(), {k: v for k, v in src.profile.items() if k not in ("count", "dtype")}
+    tif = write_tif(tmp_path / "rgba.tif", data, profile, nodata=None)
+    with rasterio.open(tif) as src:
+        assert src.colorinterp[3] == ColorInterp.alpha  # what GDAL wrote: the trap
+    assert open_image(tif).band_roles == {"red": 0, "green": 1, "blue": 2, "nir": 3}
+    a, b, valid = full(open_pair(tif, tif))
+    assert a.shape[0] == 4 and valid.all()
+    np.testing.assert_array_equal(a[3], data[3])
+    # on another grid (the after date half a pixel off): the warp keeps band 4 as data, not an alpha of 0/255
+    shifted = write_tif(tmp_path / "shifted.tif", data, profile, nodata=None,
+                        transform=profile["transform"] * Affine.translation(0.5, 0))
+    _, b, valid = full(open_pair(tif, shifted))
+    inner = b[3][:, 1:-1]
+    assert len(np.unique(inner)) > 100 and abs(float(inner.mean()) - float(data[3].mean())) < 2.0
+    # a real transparency mask stays a mask
+    mask = np.where(np.arange(data.shape[2])[None, :] < 100, 0, 255).astype(np.uint8).repeat(data.shape[1], 0)
+    masked = write_tif(tmp_path / "masked.tif", np.concatenate([data[:3], mask[None]]), profile, nodata=None)
+    assert open_image(masked).band_roles == {"red": 0, "green": 1, "blue": 2}
+    _, _, valid = full(open_pair(masked, masked))
+    assert not valid[:, :100].any() and valid[:, 100:].all()
 
 
 def test_png_alpha_dropped_and_masks(tmp_path: Path, data_dir: Path) -> None:

@@ -53,6 +53,15 @@ RULES: tuple[Rule, ...] = (
     Rule("a water-sensitive composite without a red band (green + SWIR or NIR, e.g. OMBRIA B11/B8/B3 flood pairs)",
          lambda f: "red" not in f.roles and water_index_bands(f.roles) is not None, "water",
          "OMBRIA test split (70 flood pairs, bands declared): water 0.754, irmad 0.324; the learned model needs red"),
+    # The learned models trained on 0.2-1.5 m aerial RGB; on R, G, B alone at 10 m and coarser they lose to the
+    # training-free maskers (`geodelta bench resolution`), and at 5 m they still win: the cut is at 8 m.
+    Rule("red, green and blue without near-infrared at 20 m or coarser (a Landsat true-colour export)",
+         lambda f: f.rgb and not f.nir and f.pixel_m is not None and f.pixel_m >= 20, "irmad",
+         "RGB only, Landsat Taizhou 30 m: irmad 0.801, cva 0.638, learned 0.387"),
+    Rule("red, green and blue without near-infrared at 8-20 m (a Sentinel-2 true-colour export)",
+         lambda f: f.rgb and not f.nir and f.pixel_m is not None and 8 <= f.pixel_m < 20, "cva",
+         "RGB only, OSCD 9 cities never trained on, 10 m: cva 0.241, irmad 0.239, learned 0.192 "
+         "(SZTAKI averaged to 5 m: learned 0.404, irmad 0.336, cva 0.297)"),
     # effnet_siamese_v1's building head (EFFNET_CARD.md) wins on the building-labelled sets, LEVIR / WHU pixel F1
     # and all three on objects, but loses on mixed land change (SZTAKI 0.195): so it is taken only when the
     # question is about buildings, and siamese_v3 stays for RGB land change in general.

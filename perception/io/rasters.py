@@ -93,6 +93,21 @@ def has_valid_pixel(src: rasterio.io.DatasetReader) -> bool:
     return any(_valid_in(src, window=win) for _, win in src.block_windows(1))
 
 
+def mask_alpha(src: rasterio.io.DatasetReader) -> int | None:
+    """1-based index of the band tagged alpha when it is a transparency mask, None when there is none or it holds
+    data. GDAL tags band 4 of any 4 x uint8 RGB TIFF as alpha, so NAIP-like R, G, B, NIR files often carry their
+    NIR there: a mask is (almost) only fully transparent or fully opaque, data takes every level. Four 256 px
+    windows (corners and centre, a few block reads) decide; under 99 % at 0 or the type's maximum is data."""
+    alpha = [i + 1 for i, c in enumerate(src.colorinterp) if c == ColorInterp.alpha]
+    if not alpha:
+        return None
+    top = np.iinfo(src.dtypes[alpha[0] - 1]).max if src.dtypes[alpha[0] - 1].startswith(("uint", "int")) else 1.0
+    s = min(256, src.width), min(256, src.height)
+    spots = {(0, 0), (src.width - s[0], src.height - s[1]), ((src.width - s[0]) // 2, (src.height - s[1]) // 2)}
+    vals = np.concatenate([src.read(alpha[0], window=Window(c, r, *s)).ravel() for c, r in sorted(spots)])
+    return alpha[0] if np.isin(vals, (0, top)).mean() >= 0.99 else None
+
+
 def _whole(v: float) -> bool:
     return abs(v - round(v)) < _EPS
 
@@ -135,12 +150,16 @@ class ReaderCache:
         store = self._store()
         if key not in store:
             src = self.dataset(path)
-            alpha = [i + 1 for i, c in enumerate(src.colorinterp) if c == ColorInterp.alpha]
-            # a source alpha becomes the VRT's alpha (rasterio refuses to add a second one)
-            extra = {"src_alpha": alpha[0], "dst_alpha": alpha[0]} if alpha else {"add_alpha": True}
+            alpha = mask_alpha(src)
+            tagged = any(c == ColorInterp.alpha for c in src.colorinterp)
+            # a source alpha mask becomes the VRT's alpha (rasterio refuses to add a second one); a band tagged
+            # alpha that holds data (mask_alpha) stays a band, and validity comes from the VRT's dataset mask
+            # (nodata; without nodata every warped pixel counts as valid)
+            extra: dict = ({"src_alpha": alpha, "dst_alpha": alpha} if alpha else {"src_alpha": 0} if tagged
+                           else {"add_alpha": True})
             vrt = WarpedVRT(src, crs=target.crs, transform=target.transform, width=target.width,
                             height=target.height, resampling=resampling, dtype="float32", **extra)
-            store[key] = (vrt, alpha[0] if alpha else vrt.count)
+            store[key] = (vrt, alpha or (0 if tagged else vrt.count))
         return store[key]
 
     def close(self) -> None:
@@ -177,6 +196,8 @@ def _read_onto(path: Path, indexes: list[int], target: Grid, window: Window, res
         raise InputError(f"{path} has no CRS and is not on the grid of the other image: pass images of the same "
                          "width and height, or georeferenced ones")
     vrt, alpha = cache.warped(path, target, resampling)
+    if not alpha:  # a data band tagged alpha: no alpha in the warp (ReaderCache.warped)
+        return vrt.read(list(indexes), window=window), vrt.dataset_mask(window=window) > 0
     data = vrt.read(list(indexes) + [alpha], window=window)
     return data[:-1], data[-1] > 0
 
@@ -208,4 +229,4 @@ def read_side(bands: list[BandRef], target: Grid, window: Window, resampling: Re
     return out, valid
 
 
-__all__ = ["BandRef", "ReaderCache", "grid_of", "has_valid_pixel", "open_raster", "probe_blocks", "read_side"]
+__all__ = ["BandRef", "ReaderCache", "grid_of", "has_valid_pixel", "mask_alpha", "open_raster", "probe_blocks", "read_side"]

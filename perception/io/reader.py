@@ -39,6 +39,7 @@ from geodelta.perception.io.rasters import (
     ReaderCache,
     grid_of,
     has_valid_pixel,
+    mask_alpha,
     open_raster,
     probe_blocks,
     read_side,
@@ -94,8 +95,10 @@ def _open_file(path: Path) -> ImageSource:
     data = _envi_data_file(path) if path.suffix.lower() == ".hdr" else path
     with open_raster(data) as src:
         kind: Kind = _KINDS.get(src.driver, "geotiff" if src.crs else "image")
-        colorinterp = [c.name for c in src.colorinterp]
-        indexes = [i + 1 for i, c in enumerate(colorinterp) if c != "alpha"]  # alpha is a mask, not a band
+        # an alpha mask is a mask, not a band; a band tagged alpha that holds data (mask_alpha) is read as undefined
+        alpha = mask_alpha(src)
+        colorinterp = [c.name if c.name != "alpha" or i + 1 == alpha else "undefined" for i, c in enumerate(src.colorinterp)]
+        indexes = [i + 1 for i, c in enumerate(colorinterp) if c != "alpha"]
         if not indexes:
             raise InputError(f"{path} holds only an alpha band: pass an image with colour or spectral bands")
         desc = [src.descriptions[i - 1] or "" for i in indexes]
