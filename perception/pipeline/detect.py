@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -194,22 +195,27 @@ def render_stage(pair: AlignedPair, det: Detection, regions: list[Region], out_d
     Sizes do not grow with the scene's pixels: thumbnails are decimated reads (the change mask from
     its COG overviews when every region is drawn; the kept regions rasterised otherwise), and the map
     draws the `webmap.MAX_REGIONS` largest regions. `source`: the tool call behind the regions (popups)."""
-    before_rgb = pair.rgb("before", THUMB_SIZE)
-    after_rgb = pair.rgb("after", THUMB_SIZE)
-    every = len(regions) == len(det.regions) and Path(det.change_tif).exists()
-    shape = after_rgb.shape[:2]
-    thumb = change_thumbnail(det.change_tif, shape) if every else regions_thumbnail(regions, det.grid, shape)
     geo = det.grid.georeferenced
-    maps = {
-        "png": render.overlay_png(before_rgb, after_rgb, thumb, det.grid, out_dir / "overlay.png", regions=regions, title=title),
-        "html": render.map_html(after_rgb, det.grid, regions, out_dir / "map.html", before_rgb=before_rgb, change=thumb,
-                                title=title, source=source),
-        "geojson": render.regions_geojson(regions, out_dir / "regions.geojson", georeferenced=geo,
-                                          digits=render.lonlat_digits(pixel_size_m(det.grid))),
-        "gpkg": render.regions_gpkg(regions, out_dir / "regions.gpkg", georeferenced=geo),
-        "geotiff": det.change_tif,
-        "prob_geotiff": det.prob_tif,
-    }
+
+    def vectors() -> dict[str, Path]:
+        return {"geojson": render.regions_geojson(regions, out_dir / "regions.geojson", georeferenced=geo,
+                                                  digits=render.lonlat_digits(pixel_size_m(det.grid))),
+                "gpkg": render.regions_gpkg(regions, out_dir / "regions.gpkg", georeferenced=geo)}
+
+    # The vector files are written on a second thread while this one reads the thumbnails and encodes the
+    # images (GDAL reads and PIL encoders release the GIL): 4000 px NAIP mosaic, 25,030 regions, render 3.7 -> 2.7 s.
+    with ThreadPoolExecutor(1) as pool:
+        written = pool.submit(vectors)
+        before_rgb = pair.rgb("before", THUMB_SIZE)
+        after_rgb = pair.rgb("after", THUMB_SIZE)
+        every = len(regions) == len(det.regions) and Path(det.change_tif).exists()
+        shape = after_rgb.shape[:2]
+        thumb = change_thumbnail(det.change_tif, shape) if every else regions_thumbnail(regions, det.grid, shape)
+        maps = {
+            "png": render.overlay_png(before_rgb, after_rgb, thumb, det.grid, out_dir / "overlay.png", regions=regions, title=title),
+            "html": render.map_html(after_rgb, det.grid, regions, out_dir / "map.html", before_rgb=before_rgb, change=thumb,
+                                    title=title, source=source),
+        } | written.result() | {"geotiff": det.change_tif, "prob_geotiff": det.prob_tif}
     return {k: str(v) for k, v in maps.items()}
 
 
