@@ -96,8 +96,8 @@ def has_valid_pixel(src: rasterio.io.DatasetReader) -> bool:
 def mask_alpha(src: rasterio.io.DatasetReader) -> int | None:
     """1-based index of the band tagged alpha when it is a transparency mask, None when there is none or it holds
     data. GDAL tags band 4 of any 4 x uint8 RGB TIFF as alpha, so NAIP-like R, G, B, NIR files often carry their
-    NIR there: a mask is (almost) only fully transparent or fully opaque, data takes every level. Four 256 px
-    windows (corners and centre, a few block reads) decide; under 99 % at 0 or the type's maximum is data."""
+    NIR there: a mask is (almost) only fully transparent or fully opaque, data takes every level. Three 256 px
+    windows (top-left, centre, bottom-right: a few block reads) decide; under 99 % at 0 or the type's maximum is data."""
     alpha = [i + 1 for i, c in enumerate(src.colorinterp) if c == ColorInterp.alpha]
     if not alpha:
         return None
