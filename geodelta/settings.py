@@ -31,7 +31,8 @@ class Settings(BaseSettings):
     method: str = Field(default="auto", description="Change masker: a name in the masker registry.")
     tile_size: int = Field(default=1024, ge=64, description="Window edge in pixels; peak memory follows it.")
     min_area_m2: float = Field(default=0.0, ge=0)
-    min_area_px: int = Field(default=16, ge=0, description="Minimum region size when the pair has no georeference.")
+    min_area_px: int = Field(default=16, ge=0, description="Drop regions smaller than this many pixels, on every "
+                             "scene: speckle, not change (see DetectOptions.min_area_px).")
 
     # models
     backend: str = Field(default="embedded", description="Planner: a name in the model-backend registry.")

@@ -9,6 +9,7 @@ import pytest
 import rasterio
 import shapely
 from rasterio.features import shapes
+from scipy import ndimage
 from shapely.geometry import shape
 
 from geodelta.contracts import DetectOptions
@@ -89,3 +90,33 @@ def test_region_across_tiles_equals_whole_mask_polygonising(naip):
     crossing = [p for p in windowed if p.bounds[0] // tile != (p.bounds[2] - 1) // tile
                 and p.bounds[1] // tile != (p.bounds[3] - 1) // tile]
     assert crossing and max(p.area for p in crossing) > 500  # real regions spanning several windows were merged
+
+
+def test_georeferenced_scenes_drop_specks_too(naip, tmp_path: Path):
+    """The 16 px minimum (DetectOptions.min_area_px) holds on a georeferenced scene, in change.tif and the regions;
+    with 0 the same scene has smaller regions, so the minimum is what removed them."""
+    det = naip["det"]
+    assert det.grid.georeferenced and det.options.min_area_px == 16 and det.options.min_area_m2 == 0
+    assert det.regions and min(r.area_px for r in det.regions) >= 16
+    with rasterio.open(det.change_tif) as ds:
+        labels, _ = ndimage.label(ds.read(1) == 1)
+    assert np.bincount(labels.ravel())[1:].min() >= 16  # removed per tile, with the halo, before polygonising
+    raw = detect_stage(naip["pair"], tmp_path / "raw", DetectOptions(tile=256, min_area_px=0))
+    assert min(r.area_px for r in raw.regions) < 16 and len(raw.regions) > len(det.regions)
+
+
+def test_detect_leaves_no_working_files_and_reads_thumbnails_once(naip, tmp_path: Path):
+    """The engine's working rasters are gone once the COGs exist; with thumbnails=True the render's thumbnails are
+    read while polygonising and served from the pair afterwards (the same pixels as a fresh read)."""
+    from geodelta.perception.pipeline.detect import THUMB_SIZE
+
+    d = naip["out"]
+    assert sorted(p.name for p in d.iterdir()) == ["change.tif", "change_prob.tif"]
+    pair = open_pair(naip["pair"].before.paths[0], naip["pair"].after.paths[0])
+    detect_stage(pair, tmp_path / "t", DetectOptions(tile=256), thumbnails=True)
+    assert set(pair._thumbs._items) == {("before", THUMB_SIZE), ("after", THUMB_SIZE)}
+    fresh = open_pair(naip["pair"].before.paths[0], naip["pair"].after.paths[0])
+    assert np.array_equal(pair.rgb("after", THUMB_SIZE), fresh.rgb("after", THUMB_SIZE))
+    shown = pair.rgb("before", THUMB_SIZE)
+    shown[:] = 0  # a caller drawing on its copy does not change the cached one
+    assert pair.rgb("before", THUMB_SIZE).any()

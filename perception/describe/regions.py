@@ -21,11 +21,8 @@ import numpy as np
 import rasterio
 import shapely
 import shapely.affinity
-from affine import Affine
 from pyproj import CRS as ProjCRS
 from pyproj import Geod, Transformer
-from rasterio.features import shapes
-from rasterio.windows import Window
 from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 from shapely.geometry.polygon import orient
@@ -33,6 +30,7 @@ from shapely.geometry.polygon import orient
 from geodelta.contracts import NODATA_U8, SECTORS, BBoxArea, ChangeQuery, Quadruple, Region, SectorArea, What, Where
 from geodelta.errors import InputError
 from geodelta.perception.describe.geometry import SIMPLIFY_PX, geojson_dicts, simplify_to_pixel
+from geodelta.perception.describe.pieces import pieces_from_rasters, polygon_parts
 from geodelta.perception.io.grid import Grid
 from geodelta.perception.landcover.transitions import TransitionHistogram
 
@@ -54,67 +52,9 @@ _DIRECTION_HOWS = {
 
 
 def polygonize_windows(change_tif: Path, tile: int = 2048) -> list[shapely.Polygon]:
-    """4-connected polygons of change == 1 in pixel coordinates (col, row), read window by window.
-
-    Pieces touching an inner window border are unioned (shapely) with their neighbours; memory
-    follows `tile`, not the scene.
-    """
-    if tile < 1:
-        raise InputError(f"tile must be a positive number of pixels, got {tile}")
-    final: list[shapely.Polygon] = []
-    border: list[shapely.Polygon] = []
-    with rasterio.open(change_tif) as ds:
-        W, H = ds.width, ds.height
-        for r0 in range(0, H, tile):
-            for c0 in range(0, W, tile):
-                w, h = min(tile, W - c0), min(tile, H - r0)
-                mask = ds.read(1, window=Window(c0, r0, w, h)) == CHANGE
-                if not mask.any():
-                    continue
-                src = mask.astype(np.uint8)
-                for geom, _ in shapes(src, mask=mask, connectivity=CONNECTIVITY, transform=Affine.translation(c0, r0)):
-                    rings = geom["coordinates"]  # exterior, holes: lists of (x, y); arrays are 2x faster than shape()
-                    poly = shapely.Polygon(np.asarray(rings[0]), [np.asarray(h) for h in rings[1:]])
-                    x0, y0, x1, y1 = poly.bounds
-                    inner = (x0 == c0 > 0) or (y0 == r0 > 0) or (x1 == c0 + w < W) or (y1 == r0 + h < H)
-                    (border if inner else final).append(poly)
-    if border:
-        final.extend(_merge_pieces(border))
-    polys = np.array(final, dtype=object)
-    bad = ~shapely.is_valid(polys) if len(polys) else np.zeros(0, bool)
-    if not bad.any():
-        return final
-    out: list[shapely.Polygon] = []
-    for poly, b in zip(final, bad):
-        out.extend(_parts(shapely.make_valid(poly)) if b else [poly])
-    return out
-
-
-def _merge_pieces(pieces: list[shapely.Polygon]) -> list[shapely.Polygon]:
-    """Union window pieces that touch (share an edge or a corner), group by group.
-
-    Groups are the connected components of the "intersects" graph (STRtree query + scipy), so each union
-    handles a few pieces instead of one union of every border piece of the scene. Pieces meeting only
-    at a corner come out as separate polygons again (4-connectivity, see the module docstring)."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    arr = np.array(pieces, dtype=object)
-    i, j = shapely.STRtree(arr).query(arr, predicate="intersects")
-    _, group = connected_components(coo_matrix((np.ones(len(i)), (i, j)), shape=(len(arr), len(arr))), directed=False)
-    order = np.argsort(group, kind="stable")
-    bounds = np.flatnonzero(np.diff(group[order])) + 1
-    out: list[shapely.Polygon] = []
-    for members in np.split(order, bounds):
-        out.extend(_parts(arr[members[0]] if len(members) == 1 else shapely.union_all(arr[members])))
-    return out
-
-
-def _parts(geom: BaseGeometry) -> list[shapely.Polygon]:
-    """Polygon parts of a (multi)polygon or collection; lines and points (zero area) dropped."""
-    if isinstance(geom, shapely.Polygon):
-        return [geom] if geom.area > 0 else []
-    return [p for g in getattr(geom, "geoms", []) for p in _parts(g)]
+    """4-connected polygons of change == 1 in pixel coordinates (col, row), read window by window (pieces.py):
+    pieces touching an inner window border are unioned with their neighbours; memory follows `tile`."""
+    return list(pieces_from_rasters(change_tif, None, tile).stitched()[0])
 
 
 # ---------------------------------------------------------------- coordinates
@@ -173,7 +113,7 @@ def pixel_polygons(regions: Sequence[Region], grid: Grid) -> np.ndarray:
 
 def geodesic_area_m2(geom_lonlat: BaseGeometry) -> float:
     """Area in m² on the WGS84 ellipsoid of a lon/lat (multi)polygon."""
-    polys = _parts(geom_lonlat)
+    polys = polygon_parts(geom_lonlat)
     return float(sum(abs(_GEOD.geometry_area_perimeter(orient(p, 1.0))[0]) for p in polys))
 
 
@@ -203,9 +143,23 @@ def regions_from_rasters(
                 f"{change_tif} is {ds.width}x{ds.height} px but the grid is {grid.width}x{grid.height}: "
                 "describe the change raster on the grid it was written on"
             )
-    polys = np.array(polygonize_windows(change_tif, tile), dtype=object)
+    scale = 1.0
+    if prob_tif is not None:
+        with rasterio.open(prob_tif) as ds:
+            scale = prob_scale(ds, np.dtype(ds.dtypes[0]))
+    polys, psum, pcount = pieces_from_rasters(change_tif, prob_tif, tile).stitched()
+    return regions_from_pieces(polys, psum, pcount, grid, prob_scale=scale if prob_tif is not None else None,
+                               min_area_m2=min_area_m2, min_area_px=min_area_px, simplify_px=simplify_px)
+
+
+def regions_from_pieces(polys: np.ndarray, psum: np.ndarray, pcount: np.ndarray, grid: Grid, *,
+                        prob_scale: float | None, min_area_m2: float = 0.0, min_area_px: int = 0,
+                        simplify_px: float = SIMPLIFY_PX) -> list[Region]:
+    """Regions (largest first) of stitched pixel-space polygons with their change_prob sums (stored units, times
+    `prob_scale` is p; None: no probabilities, confidence 1.0) and the pixel counts of those sums."""
     area_px = np.rint(shapely.area(polys)).astype(np.int64)
-    polys, area_px = polys[area_px >= min_area_px], area_px[area_px >= min_area_px]
+    keep = area_px >= min_area_px
+    polys, area_px, psum, pcount = polys[keep], area_px[keep], psum[keep], pcount[keep]
     cxy = shapely.get_coordinates(shapely.centroid(polys)).reshape(-1, 2)
     cll, area_m2, fn = None, None, None
     if grid.georeferenced:
@@ -215,10 +169,14 @@ def regions_from_rasters(
                    else area_px * grid.pixel_area_m2)
         keep = area_m2 >= min_area_m2
         polys, area_px, area_m2, cxy, cll = polys[keep], area_px[keep], area_m2[keep], cxy[keep], cll[keep]
+        psum, pcount = psum[keep], pcount[keep]
     boxes = np.rint(shapely.bounds(polys)).astype(np.int64).reshape(-1, 4)
     size = area_m2 if area_m2 is not None else area_px
     order = np.lexsort((cxy[:, 1], cxy[:, 0], boxes[:, 0], boxes[:, 1], -size))  # last key sorts first
-    conf = _confidences(prob_tif, change_tif, polys[order], tile)  # on the exact outlines
+    if prob_scale is None:
+        conf = np.ones(len(polys))
+    else:  # mean change_prob over the exact outline's pixels
+        conf = np.clip(np.divide(psum * prob_scale, pcount, out=np.zeros(len(polys)), where=pcount > 0), 0.0, 1.0)
     geoms = simplify_to_pixel(polys, simplify_px)
     if fn is not None:
         geoms = shapely.transform(geoms, fn)
@@ -235,7 +193,7 @@ def regions_from_rasters(
                 sector=grid.sector_of(cxy[k, 0], cxy[k, 1]),
                 area_m2=None if area_m2 is None else float(area_m2[k]),
                 area_px=int(area_px[k]),
-                confidence=conf[i],
+                confidence=float(conf[k]),
             ).with_geometry(geoms[k])
         )
     return out
@@ -248,49 +206,6 @@ def prob_scale(ds: rasterio.DatasetReader, dtype: np.dtype) -> float:
         return 1.0
     scale = float(ds.scales[0]) if ds.scales else 1.0
     return scale if scale != 1.0 else 1.0 / np.iinfo(dtype).max
-
-
-def _confidences(prob_tif: Path | None, change_tif: Path, polys: np.ndarray, tile: int) -> list[float]:
-    """Mean of change_prob over each region's pixels, clipped to [0, 1].
-
-    Window by window, without burning polygons: the window's 4-connected pieces of change == 1 are
-    labelled (scipy), their probabilities summed per label, and each piece is matched to the region
-    holding its first pixel's centre (one vectorised STRtree query). A region's pixels are exactly the
-    pieces inside it, so this equals the mean under the polygon at a cost that follows the pixels, not
-    the vertices."""
-    n = len(polys)
-    if prob_tif is None:
-        return [1.0] * n
-    from scipy import ndimage
-
-    tree = shapely.STRtree(polys)
-    four = ndimage.generate_binary_structure(2, 1)
-    sums, counts = np.zeros(n), np.zeros(n)
-    with rasterio.open(prob_tif) as ds, rasterio.open(change_tif) as ch:
-        dtype = np.dtype(ds.dtypes[0])
-        scale = prob_scale(ds, dtype)
-        for r0 in range(0, ds.height, tile):
-            for c0 in range(0, ds.width, tile):
-                win = Window(c0, r0, min(tile, ds.width - c0), min(tile, ds.height - r0))
-                change = ch.read(1, window=win) == CHANGE
-                if not change.any():
-                    continue
-                vals = ds.read(1, window=win, masked=True)
-                v = np.asarray(vals.data, dtype=np.float64) * scale
-                ok = ~np.ma.getmaskarray(vals) & np.isfinite(v)
-                labels, k = ndimage.label(change, structure=four)
-                lab_ok = labels[ok & change]
-                psum = np.bincount(lab_ok, weights=v[ok & change], minlength=k + 1)
-                pcnt = np.bincount(lab_ok, minlength=k + 1)
-                flat = np.flatnonzero(labels)  # raster order
-                _, first = np.unique(labels.ravel()[flat], return_index=True)  # labels 1..k, first pixel of each
-                rows, cols = np.divmod(flat[first], labels.shape[1])
-                pts = shapely.points(c0 + cols + 0.5, r0 + rows + 0.5)
-                piece, region = tree.query(pts, predicate="within")
-                np.add.at(sums, region, psum[piece + 1])
-                np.add.at(counts, region, pcnt[piece + 1])
-    means = np.divide(sums, counts, out=np.zeros(n), where=counts > 0)
-    return np.clip(means, 0.0, 1.0).tolist()
 
 
 # ---------------------------------------------------------------- classes

@@ -10,6 +10,8 @@ math. Everything reads by window, so memory follows the window, not the scene.
 from __future__ import annotations
 
 import math
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -177,6 +179,26 @@ def _stretch(arr: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return out
 
 
+class ThumbnailCache:
+    """Thumbnails by key, each read once: a second caller waits for the read in progress. Travels empty (pickle)."""
+
+    def __init__(self) -> None:
+        self._items: dict = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple, read: Callable[[], np.ndarray]) -> np.ndarray:
+        with self._lock:
+            if key not in self._items:
+                self._items[key] = read()
+            return self._items[key].copy()  # callers may draw on theirs
+
+    def __getstate__(self) -> dict:
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__()  # type: ignore[misc]
+
+
 @dataclass
 class AlignedPair:
     """Two dates on one grid (the BEFORE grid, or its crop to the AOI), with matched bands."""
@@ -193,6 +215,7 @@ class AlignedPair:
     # descriptions) or "assumed" (colour interpretation / the 8-bit RGB(N) convention: a guess)
     roles_source: str = "named"
     readers: ReaderCache = field(default_factory=ReaderCache, repr=False, compare=False)
+    _thumbs: ThumbnailCache = field(default_factory=ThumbnailCache, repr=False, compare=False)
 
     def close(self) -> None:
         """Close the file handles this thread holds (they reopen on the next read)."""
@@ -251,7 +274,11 @@ class AlignedPair:
     def rgb(self, which: Literal["before", "after"], max_size: int = 1024) -> np.ndarray:
         """uint8 (h, w, 3) true-colour thumbnail on self.grid's footprint, longest side <= max_size.
 
-        Uses the source's red/green/blue bands (grey from its first band when it has none); decimated read."""
+        Uses the source's red/green/blue bands (grey from its first band when it has none); decimated read, once
+        per (date, size): detect reads them ahead on a helper thread while it polygonises, render uses them."""
+        return self._thumbs.get((which, max_size), lambda: self._read_rgb(which, max_size))
+
+    def _read_rgb(self, which: Literal["before", "after"], max_size: int) -> np.ndarray:
         source = self._source(which)
         if all(r in source.band_roles for r in ("red", "green", "blue")):
             bands = [source.band_files[source.band_roles[r]] for r in ("red", "green", "blue")]

@@ -194,7 +194,7 @@ def run_series(
 
     ever_tif = _ever_changed(first_tif, grid, out_dir / "changed_any.tif", options.tile)
     regions = describe.regions_from_rasters(ever_tif, None, grid, min_area_m2=options.min_area_m2,
-                                            min_area_px=options.min_area_px if not grid.georeferenced else 0)
+                                            min_area_px=options.min_area_px)
     firsts = region_first_intervals(regions[:MAX_SERIES_REGIONS], first_tif, grid)
     region_rows = [{
         "id": r.id, "area_m2": r.area_m2, "area_px": r.area_px, "sector": r.sector,

@@ -48,5 +48,5 @@ def refine_stage(pair: AlignedPair, change_tif: Path, prob_tif: Path | None, out
             if progress:
                 progress("refine", i + 1, len(windows))
     regions = describe.regions_from_rasters(out, prob_tif, grid, min_area_m2=min_area_m2,
-                                            min_area_px=min_area_px if not grid.georeferenced else 0)
+                                            min_area_px=min_area_px)
     return out, [r.model_copy(update={"refined_by": refiner.name}) for r in regions]

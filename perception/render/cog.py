@@ -85,19 +85,21 @@ def is_uint8_prob(path: Path) -> bool:
         return ds.dtypes[0] == "uint8"
 
 
-def finalise_change_rasters(change_tif: Path, prob_tif: Path) -> tuple[Path, Path]:
-    """Rewrite the engine's change.tif and change_prob.tif in place as COGs (prob as scaled uint8)."""
-    to_cog(change_tif, change_tif, resampling="NEAREST")
+def finalise_change_rasters(change_tif: Path, prob_tif: Path, to: tuple[Path, Path] | None = None) -> tuple[Path, Path]:
+    """The engine's change.tif and change_prob.tif as COGs (prob as scaled uint8): in place, or written to the
+    paths `to` (the sources stay as they are)."""
+    dst_change, dst_prob = to or (change_tif, prob_tif)
+    to_cog(change_tif, dst_change, resampling="NEAREST")
     if is_uint8_prob(prob_tif):
-        to_cog(prob_tif, prob_tif, resampling="AVERAGE", predictor=True)
+        to_cog(prob_tif, dst_prob, resampling="AVERAGE", predictor=True)
     else:
-        work = prob_tif.with_name(f".{prob_tif.name}.u8.tif")
+        work = Path(dst_prob).with_name(f".{Path(dst_prob).name}.u8.tif")
         try:
             prob_to_uint8(prob_tif, work)
-            to_cog(work, prob_tif, resampling="AVERAGE", predictor=True)
+            to_cog(work, dst_prob, resampling="AVERAGE", predictor=True)
         finally:
             work.unlink(missing_ok=True)
-    return change_tif, prob_tif
+    return Path(dst_change), Path(dst_prob)
 
 
 def cog_layout_errors(path: Path) -> list[str]:

@@ -1,0 +1,177 @@
+"""Change mask -> polygons, window by window: each window's 4-connected pieces with their change_prob sums,
+stitched across window borders.
+
+A window's pieces come from one labelling (scipy) and one polygonising of the labels (rasterio shapes
+yields each polygon with its label), so a piece's probability sum and pixel count are two bincounts, not a
+second pass over the rasters. Pieces touching an inner window edge are unioned with their neighbours at
+the end (the same union as whole-mask polygonising: integer pixel corners, see regions.py); their sums add up.
+
+The change engine can call a `PieceCollector` on every window it writes (local engine: in its worker
+threads, where the GIL-held polygon work overlaps the other thread's GIL-free scoring), so detect does
+not read change.tif again; `pieces_from_rasters` does the same from files on disk.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import shapely
+from affine import Affine
+from rasterio.features import shapes
+from rasterio.windows import Window
+from scipy import ndimage
+from shapely.geometry.base import BaseGeometry
+
+from geodelta.errors import InputError
+
+CONNECTIVITY = 4  # rasterio.features.shapes default; two pixels touching only at a corner are two regions
+CHANGE = 1  # change.tif: 1 change, 0 no change, 255 nodata
+_FOUR = ndimage.generate_binary_structure(2, 1)
+
+
+@dataclass
+class Pieces:
+    """Polygons in pixel coordinates (col, row) with the sum of change_prob (stored units) under each and the
+    number of pixels that sum is over."""
+
+    polys: list[shapely.Polygon] = field(default_factory=list)
+    psum: list[float] = field(default_factory=list)
+    count: list[int] = field(default_factory=list)
+
+    def extend(self, other: Pieces) -> None:
+        self.polys.extend(other.polys)
+        self.psum.extend(other.psum)
+        self.count.extend(other.count)
+
+
+def window_pieces(mask: np.ndarray, prob: np.ndarray | None, c0: int, r0: int, width: int, height: int) -> tuple[Pieces, Pieces]:
+    """(whole pieces, pieces touching an inner window edge) of bool `mask`, the window at column c0, row r0 of a
+    width x height scene; `prob` the window's change_prob values (any dtype, stored units) or None."""
+    whole, border = Pieces(), Pieces()
+    if not mask.any():
+        return whole, border
+    labels, k = ndimage.label(mask, structure=_FOUR)
+    on = labels[mask]
+    # pixels without a finite probability (NaN in an older float file) count in neither sum; no prob: all count 1
+    p = np.ones(len(on)) if prob is None else np.asarray(prob[mask], dtype=np.float64)
+    ok = np.isfinite(p)
+    count = np.bincount(on[ok], minlength=k + 1)
+    psum = np.bincount(on[ok], weights=p[ok], minlength=k + 1)
+    h, w = mask.shape
+    for geom, value in shapes(labels, mask=mask, connectivity=CONNECTIVITY, transform=Affine.translation(c0, r0)):
+        rings = geom["coordinates"]  # exterior, holes: lists of (x, y); arrays are 2x faster than shape()
+        poly = shapely.Polygon(np.asarray(rings[0]), [np.asarray(hole) for hole in rings[1:]])
+        x0, y0, x1, y1 = poly.bounds
+        inner = (x0 == c0 > 0) or (y0 == r0 > 0) or (x1 == c0 + w < width) or (y1 == r0 + h < height)
+        into = border if inner else whole
+        i = int(value)
+        into.polys.append(poly)
+        into.psum.append(float(psum[i]))
+        into.count.append(int(count[i]))
+    return whole, border
+
+
+class PieceCollector:
+    """Gathers window pieces as windows arrive (from any thread), then stitches them: `collector(window, out,
+    prob)` with the window's uint8 change block (1 change) and its change_prob block."""
+
+    def __init__(self, width: int, height: int):
+        self.width, self.height = width, height
+        self.whole, self.border = Pieces(), Pieces()
+        self._lock = threading.Lock()
+
+    def __call__(self, window: Window, out: np.ndarray, prob: np.ndarray | None) -> None:
+        whole, border = window_pieces(out == CHANGE, prob, int(window.col_off), int(window.row_off), self.width, self.height)
+        with self._lock:
+            self.whole.extend(whole)
+            self.border.extend(border)
+
+    def stitched(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(polygons, probability sums, pixel counts) of every region: border pieces unioned, invalid outlines
+        repaired (make_valid)."""
+        merged = _merge(self.border)
+        polys = np.array(self.whole.polys + merged.polys, dtype=object)
+        psum = np.array(self.whole.psum + merged.psum, dtype=np.float64)
+        count = np.array(self.whole.count + merged.count, dtype=np.int64)
+        bad = ~shapely.is_valid(polys) if len(polys) else np.zeros(0, bool)
+        if not bad.any():
+            return polys, psum, count
+        fixed = Pieces()
+        for poly, s, n, b in zip(polys, psum, count, bad):
+            parts = polygon_parts(shapely.make_valid(poly)) if b else [poly]
+            area = sum(p.area for p in parts) or 1.0
+            for p in parts:  # the rare ring that touches itself at a pixel corner: each part keeps the piece's mean
+                fixed.polys.append(p)
+                fixed.psum.append(s * p.area / area)
+                fixed.count.append(int(round(n * p.area / area)))
+        return np.array(fixed.polys, dtype=object), np.array(fixed.psum), np.array(fixed.count, dtype=np.int64)
+
+
+def _merge(pieces: Pieces) -> Pieces:
+    """Union border pieces that touch (share an edge or a corner), group by group, adding up their sums.
+
+    Groups are the connected components of the "intersects" graph (STRtree query + scipy), so each union
+    handles a few pieces instead of one union of every border piece of the scene. Pieces meeting only
+    at a corner come out as separate polygons again (4-connectivity); each piece lies inside exactly one
+    part of its group's union, found by a point on its surface."""
+    out = Pieces()
+    if not pieces.polys:
+        return out
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    arr = np.array(pieces.polys, dtype=object)
+    psum, count = np.asarray(pieces.psum), np.asarray(pieces.count)
+    i, j = shapely.STRtree(arr).query(arr, predicate="intersects")
+    _, group = connected_components(coo_matrix((np.ones(len(i)), (i, j)), shape=(len(arr), len(arr))), directed=False)
+    order = np.argsort(group, kind="stable")
+    for members in np.split(order, np.flatnonzero(np.diff(group[order])) + 1):
+        if len(members) == 1:
+            parts = polygon_parts(arr[members[0]])
+        else:
+            parts = polygon_parts(shapely.union_all(arr[members]))
+        if len(parts) == 1:
+            out.polys.append(parts[0])
+            out.psum.append(float(psum[members].sum()))
+            out.count.append(int(count[members].sum()))
+            continue
+        inside = shapely.STRtree(np.array(parts, dtype=object))
+        member, part = inside.query(shapely.point_on_surface(arr[members]), predicate="within")
+        for k, p in enumerate(parts):
+            mine = members[member[part == k]]
+            out.polys.append(p)
+            out.psum.append(float(psum[mine].sum()))
+            out.count.append(int(count[mine].sum()))
+    return out
+
+
+def polygon_parts(geom: BaseGeometry) -> list[shapely.Polygon]:
+    """Polygon parts of a (multi)polygon or collection; lines and points (zero area) dropped."""
+    if isinstance(geom, shapely.Polygon):
+        return [geom] if geom.area > 0 else []
+    return [p for g in getattr(geom, "geoms", []) for p in polygon_parts(g)]
+
+
+def pieces_from_rasters(change_tif: Path, prob_tif: Path | None, tile: int = 2048) -> PieceCollector:
+    """Every window of change.tif (and change_prob.tif, when given) through a `PieceCollector`."""
+    if tile < 1:
+        raise InputError(f"tile must be a positive number of pixels, got {tile}")
+    with rasterio.open(change_tif) as ch, (rasterio.open(prob_tif) if prob_tif is not None else nullcontext()) as pr:
+        collector = PieceCollector(ch.width, ch.height)
+        for r0 in range(0, ch.height, tile):
+            for c0 in range(0, ch.width, tile):
+                win = Window(c0, r0, min(tile, ch.width - c0), min(tile, ch.height - r0))
+                out = ch.read(1, window=win)
+                if not (out == CHANGE).any():
+                    continue
+                prob = None
+                if pr is not None:
+                    vals = pr.read(1, window=win, masked=True)
+                    prob = np.where(np.ma.getmaskarray(vals), np.nan, np.asarray(vals.data, dtype=np.float64))
+                collector(win, out, prob)
+    return collector
