@@ -88,7 +88,8 @@ def test_confidence_is_mean_probability_inside(demo, demo_regions):
 def test_small_windows_give_the_same_regions(demo, demo_regions):
     small = describe.regions_from_rasters(demo["change_tif"], demo["prob_tif"], demo["grid"], tile=64)
     assert len(small) == len(demo_regions)
-    key = lambda rs: [(r.area_px, r.bbox_px, round(r.area_m2, 3), round(r.confidence, 6)) for r in rs]  # noqa: E731
+    # the polygons too, to the byte: outlines are normalised before simplifying, wherever the windows cut them
+    key = lambda rs: [(r.area_px, r.bbox_px, round(r.area_m2, 3), round(r.confidence, 6), r.geometry().wkb) for r in rs]  # noqa: E731
     assert key(small) == key(demo_regions)
     assert all(shape(r.polygon).is_valid for r in small)
 
@@ -288,6 +289,6 @@ def test_polygons_are_the_pixel_outline_simplified_to_the_pixel(case, request):
     corners = shapely.get_coordinates(s_px)
     assert np.abs(corners - np.rint(corners)).max() < 1e-6
     assert shapely.get_num_coordinates(s_px).sum() < 0.8 * shapely.get_num_coordinates(e_px).sum()
-    assert (shapely.hausdorff_distance(s_px, e_px) <= 1.0).all()
+    assert (shapely.hausdorff_distance(s_px, e_px) <= 1.0 + 1e-6).all()  # (1e-6: the lon/lat round trip)
     area = sum(r.area_px for r in exact)
     assert abs(shapely.area(s_px).sum() - area) < 0.01 * area

@@ -32,6 +32,7 @@ from rasterio.windows import Window
 from geodelta.contracts import NODATA_U8, Progress
 from geodelta.errors import InputError
 from geodelta.perception.change import maskers as change
+from geodelta.perception.describe.pieces import PieceCollector
 from geodelta.perception.io.grid import Grid
 from geodelta.perception.io.reader import AlignedPair
 from geodelta.perception.io.tiling import iter_windows
@@ -189,7 +190,7 @@ def run_local(pair: AlignedPair, masker: change.ChangeMasker, params: dict, out_
 
 
 class RasterTarget:
-    """A `dask.array.store` target: `target[rows, cols] = block` writes that window of a GeoTIFF.
+    """`target[rows, cols] = block` writes that window of a GeoTIFF, from any worker process.
 
     Picklable (only the path and a lock name travel), so any worker process can write. Each file has
     its own `distributed.Lock` (GDAL must not update one compressed file from two processes at once),
@@ -217,12 +218,21 @@ class RasterTarget:
             dst.write(block, 1, window=win)
 
 
-def _block_counts(change_block: np.ndarray, *_stored: Any) -> np.ndarray:
-    """(1, 1, 2) int64 [changed, valid] of one change block (keeps the driver's results tiny).
+def dask_window(pair: AlignedPair, masker: change.ChangeMasker, params: dict, read_win: Window, core_win: Window,
+                core: tuple[slice, slice], min_pixels: int, targets: tuple[RasterTarget, RasterTarget]) -> tuple:
+    """One block task on a worker: score the window, write its change and score blocks, polygonise it.
 
-    `_stored` are the block's two store results: a dependency only, so a finished count means both
-    blocks are on disk."""
-    return np.array(_counts(change_block), np.int64).reshape(1, 1, 2)
+    Returns (changed_px, valid_px, whole pieces, border pieces): the driver only stitches the pieces
+    (describe/pieces.py), so polygonising runs on the workers, in parallel, beside the scoring."""
+    from geodelta.perception.describe.pieces import window_pieces
+
+    out, prob = change_window(pair, masker, params, read_win, core, min_pixels)
+    r0, c0 = int(core_win.row_off), int(core_win.col_off)
+    key = (slice(r0, r0 + out.shape[0]), slice(c0, c0 + out.shape[1]))
+    targets[0][key] = out
+    targets[1][key] = prob
+    whole, border = window_pieces(out == 1, prob, c0, r0, pair.grid.width, pair.grid.height)
+    return (*_counts(out), whole, border)
 
 
 # Environment of LocalCluster worker processes (read at their start, before numpy loads OpenBLAS).
@@ -313,55 +323,38 @@ def started(engine: str, engine_opts: dict | None = None, masker: Any | None = N
 
 def run_dask(pair: AlignedPair, masker: change.ChangeMasker, params: dict, out_paths: OutPaths, tile: int = 1024,
              progress: Progress | None = None, *, min_pixels: int = 0, scheduler: str | None = None,
-             workers: int | None = None, client: Any | None = None) -> tuple[int, int]:
-    """The same windows as `run_local`, as blocks of a dask.array computed on a distributed cluster.
+             workers: int | None = None, client: Any | None = None, collector: PieceCollector | None = None) -> tuple[int, int]:
+    """The same windows as `run_local`, one task each on a distributed cluster (`dask_window`).
 
     `scheduler`: address of a running scheduler (tcp://HOST:PORT); else a LocalCluster of `workers`
     worker processes (default: one per CPU) on 127.0.0.1, closed afterwards; or an open `client`.
-    Output paths must be visible to every worker (a shared file system on a multi-machine cluster)."""
+    `collector` receives every window's polygon pieces, made on the workers. Output paths must be visible
+    to every worker (a shared file system on a multi-machine cluster)."""
     import dask
-    import dask.array as da
     from dask.distributed import as_completed
 
     grid = pair.grid
     windows = list(iter_windows(grid, tile, halo=change.HALO))
-    row_h = tuple(min(tile, grid.height - r) for r in range(0, grid.height, tile))
-    col_w = tuple(min(tile, grid.width - c) for c in range(0, grid.width, tile))
     _create(Path(out_paths[0]), grid, "uint8", NODATA_U8)
     _create(Path(out_paths[1]), grid, "uint8", None, prob=True)
+    run = uuid.uuid4().hex
+    targets = (RasterTarget(out_paths[0], grid.shape, "uint8", f"geodelta-write-{run}-change"),
+               RasterTarget(out_paths[1], grid.shape, "uint8", f"geodelta-write-{run}-prob"))
 
     # One graph node per object so each worker unpickles the pair (and its open readers) once.
-    pair_d = dask.delayed(pair, pure=True, traverse=False)
-    masker_d = dask.delayed(masker, pure=True, traverse=False)
-    params_d = dask.delayed(params, pure=True, traverse=False)
-    block = dask.delayed(change_window, nout=2, pure=True)
-    rows_c: list[list[Any]] = []
-    rows_p: list[list[Any]] = []
-    for i, (read_win, core_win, core) in enumerate(windows):
-        if i % len(col_w) == 0:
-            rows_c.append([])
-            rows_p.append([])
-        shape = (int(core_win.height), int(core_win.width))
-        out_d, prob_d = block(pair_d, masker_d, params_d, read_win, core, min_pixels)
-        rows_c[-1].append(da.from_delayed(out_d, shape, dtype=np.uint8))
-        rows_p[-1].append(da.from_delayed(prob_d, shape, dtype=np.uint8))
-    chg, prob = da.block(rows_c), da.block(rows_p)
-
-    run = uuid.uuid4().hex
-    targets = [RasterTarget(out_paths[0], grid.shape, "uint8", f"geodelta-write-{run}-change"),
-               RasterTarget(out_paths[1], grid.shape, "uint8", f"geodelta-write-{run}-prob")]
+    pair_d, masker_d, params_d, targets_d = (dask.delayed(o, pure=True, traverse=False) for o in (pair, masker, params, targets))
+    task = dask.delayed(dask_window, pure=True)
+    graph = [task(pair_d, masker_d, params_d, read_win, core_win, core, min_pixels, targets_d)
+             for read_win, core_win, core in windows]
+    changed = valid_total = 0
     with dask_client(scheduler, workers, client) as cl:
-        # dask's hint omits the documented targets: any object with __setitem__ (RasterTarget)
-        stored_c, stored_p = da.store([chg, prob], targets, lock=False, compute=False, return_stored=True,  # type: ignore[arg-type]
-                                       load_stored=False)
-        counts = da.map_blocks(_block_counts, chg, stored_c, stored_p, dtype=np.int64,
-                               new_axis=2, chunks=((1,) * len(row_h), (1,) * len(col_w), (2,)))
-        futures = cl.compute(list(counts.to_delayed().ravel()))
-        changed = valid_total = 0
+        futures = cl.compute(graph)
         for done, fut in enumerate(as_completed(futures), start=1):
-            c, v = fut.result().ravel()
+            c, v, whole, border = fut.result()
             changed += int(c)
             valid_total += int(v)
+            if collector is not None:
+                collector.add(whole, border)
             fut.release()
             if progress:
                 progress("change", done, len(futures))

@@ -177,7 +177,9 @@ def regions_from_pieces(polys: np.ndarray, psum: np.ndarray, pcount: np.ndarray,
         conf = np.ones(len(polys))
     else:  # mean change_prob over the exact outline's pixels
         conf = np.clip(np.divide(psum * prob_scale, pcount, out=np.zeros(len(polys)), where=pcount > 0), 0.0, 1.0)
-    geoms = simplify_to_pixel(polys, simplify_px)
+    # one start vertex per ring whatever the windows were (Douglas-Peucker depends on it): the same outline
+    # from any engine or tile size
+    geoms = simplify_to_pixel(shapely.normalize(polys), simplify_px)
     if fn is not None:
         geoms = shapely.transform(geoms, fn)
     polygons = geojson_dicts(geoms[order])

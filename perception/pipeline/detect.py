@@ -21,6 +21,7 @@ from geodelta.perception.change import engines
 from geodelta.perception.change import maskers as change
 from geodelta.perception.describe import caption as captioning
 from geodelta.perception.describe import regions as describe
+from geodelta.perception.describe.pieces import PieceCollector
 from geodelta.perception.io.grid import Grid
 from geodelta.perception.io.reader import AlignedPair, ImageSource, open_pair
 from geodelta.perception.render import cog, webmap
@@ -84,6 +85,8 @@ def detect_stage(
     change_tif, prob_tif = out_dir / "change.tif", out_dir / "change_prob.tif"
     # The engine writes working files; a helper thread turns them into the COGs while this one polygonises them.
     work = (out_dir / ".change.work.tif", out_dir / ".change_prob.work.tif")
+    # An engine that polygonises on its workers (dask) fills a collector; the regions are then only stitched here.
+    collector = PieceCollector(grid.width, grid.height) if "collector" in inspect.signature(run_change).parameters else None
 
     def side_work() -> float:
         """COGs (GDAL compresses without the GIL), then the thumbnails render will draw (decimated reads)."""
@@ -106,7 +109,8 @@ def detect_stage(
             timings["engine_start_s"] = time.perf_counter() - t0  # waiting for the cluster after the fit
             t0 = time.perf_counter()
             changed, valid_total = run_change(pair, masker, params, work, options.tile, progress,
-                                              min_pixels=min(min_px, MAX_TILE_MIN_PIXELS), **opts)
+                                              min_pixels=min(min_px, MAX_TILE_MIN_PIXELS),
+                                              **opts, **({"collector": collector} if collector is not None else {}))
             timings["score_s"] = time.perf_counter() - t0
         if options.engine == "local":  # the learned model's buffers are not needed for polygonising (no-op without it)
             from geodelta.perception.learned import onnx_infer
@@ -117,8 +121,12 @@ def detect_stage(
         with ThreadPoolExecutor(1, thread_name_prefix="geodelta-cog") as pool:
             side = pool.submit(side_work)
             t0 = time.perf_counter()
-            regions = describe.regions_from_rasters(*work, grid, min_area_m2=options.min_area_m2,
-                                                    min_area_px=options.min_area_px)
+            m2, px = options.min_area_m2, options.min_area_px
+            if collector is not None:
+                regions = describe.regions_from_pieces(*collector.stitched(), grid, prob_scale=cog.PROB_SCALE,
+                                                       min_area_m2=m2, min_area_px=px)
+            else:
+                regions = describe.regions_from_rasters(*work, grid, min_area_m2=m2, min_area_px=px)
             timings["polygonise_s"] = time.perf_counter() - t0
             timings["cog_s"] = side.result()  # its own time, on the helper thread
     finally:
