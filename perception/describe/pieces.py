@@ -63,17 +63,30 @@ def window_pieces(mask: np.ndarray, prob: np.ndarray | None, c0: int, r0: int, w
     ok = np.isfinite(p)
     count = np.bincount(on[ok], minlength=k + 1)
     psum = np.bincount(on[ok], weights=p[ok], minlength=k + 1)
-    h, w = mask.shape
+    # Every ring's coordinates go into one list and the polygons are built in two vectorised shapely calls:
+    # one shapely.Polygon per region cost 0.3 s of 1.9 on the 4000 px NAIP mosaic's 11,290 regions.
+    coords: list = []
+    ring_len: list[int] = []
+    ring_poly: list[int] = []
+    ids: list[int] = []
     for geom, value in shapes(labels, mask=mask, connectivity=CONNECTIVITY, transform=Affine.translation(c0, r0)):
-        rings = geom["coordinates"]  # exterior, holes: lists of (x, y); arrays are 2x faster than shape()
-        poly = shapely.Polygon(np.asarray(rings[0]), [np.asarray(hole) for hole in rings[1:]])
-        x0, y0, x1, y1 = poly.bounds
-        inner = (x0 == c0 > 0) or (y0 == r0 > 0) or (x1 == c0 + w < width) or (y1 == r0 + h < height)
-        into = border if inner else whole
-        i = int(value)
-        into.polys.append(poly)
-        into.psum.append(float(psum[i]))
-        into.count.append(int(count[i]))
+        for ring in geom["coordinates"]:  # exterior, then holes: lists of (x, y)
+            coords.extend(ring)
+            ring_len.append(len(ring))
+            ring_poly.append(len(ids))
+        ids.append(int(value))
+    if not ids:
+        return whole, border
+    rings = shapely.linearrings(np.asarray(coords, dtype=np.float64), indices=np.repeat(np.arange(len(ring_len)), ring_len))
+    polys = shapely.polygons(rings, indices=np.asarray(ring_poly))  # per polygon: the first ring its shell, then holes
+    h, w = mask.shape
+    x0, y0, x1, y1 = shapely.bounds(polys).T
+    inner = ((x0 == c0) & (c0 > 0)) | ((y0 == r0) & (r0 > 0)) | ((x1 == c0 + w) & (c0 + w < width)) | ((y1 == r0 + h) & (r0 + h < height))
+    label = np.asarray(ids)
+    for into, sel in ((whole, ~inner), (border, inner)):
+        into.polys.extend(polys[sel].tolist())
+        into.psum.extend(psum[label[sel]].tolist())
+        into.count.extend(count[label[sel]].tolist())
     return whole, border
 
 
