@@ -29,6 +29,7 @@ from scipy import ndimage
 from shapely.geometry.base import BaseGeometry
 
 from geodelta.errors import InputError
+from geodelta.perception import heap
 
 CONNECTIVITY = 4  # rasterio.features.shapes default; two pixels touching only at a corner are two regions
 CHANGE = 1  # change.tif: 1 change, 0 no change, 255 nodata
@@ -110,11 +111,15 @@ class PieceCollector:
 
     def stitched(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(polygons, probability sums, pixel counts) of every region: border pieces unioned, invalid outlines
-        repaired (make_valid)."""
-        merged = _merge(self.border)
-        polys = np.array(self.whole.polys + merged.polys, dtype=object)
-        psum = np.array(self.whole.psum + merged.psum, dtype=np.float64)
-        count = np.array(self.whole.count + merged.count, dtype=np.int64)
+        repaired (make_valid). Once: the collector hands its pieces over and is empty afterwards."""
+        whole, border = self.whole, self.border
+        self.whole, self.border = Pieces(), Pieces()
+        merged = _merge(border)
+        del border
+        polys = np.array(whole.polys + merged.polys, dtype=object)
+        psum = np.array(whole.psum + merged.psum, dtype=np.float64)
+        count = np.array(whole.count + merged.count, dtype=np.int64)
+        del whole, merged
         bad = ~shapely.is_valid(polys) if len(polys) else np.zeros(0, bool)
         if not bad.any():
             return polys, psum, count
@@ -191,4 +196,5 @@ def pieces_from_rasters(change_tif: Path, prob_tif: Path | None, tile: int = 204
                     vals = pr.read(1, window=win, masked=True)
                     prob = np.where(np.ma.getmaskarray(vals), np.nan, np.asarray(vals.data, dtype=np.float64))
                 collector(win, out, prob)
+                heap.trim()  # the window's Python lists of vertices are freed: give the pages back
     return collector

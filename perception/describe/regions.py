@@ -35,6 +35,7 @@ from geodelta.perception.io.grid import Grid
 from geodelta.perception.landcover.transitions import TransitionHistogram
 
 CONNECTIVITY = 4  # rasterio.features.shapes default; see module docstring
+GEOMETRY_CHUNK = 10_000  # regions whose polygons are simplified and converted together (regions_from_pieces)
 CHANGE = 1  # change.tif: 1 change, 0 no change, 255 nodata
 _GEOD = Geod(ellps="WGS84")
 # Classes whose arrival reads as "something appeared" (and whose loss as "disappeared").
@@ -156,7 +157,8 @@ def regions_from_pieces(polys: np.ndarray, psum: np.ndarray, pcount: np.ndarray,
                         prob_scale: float | None, min_area_m2: float = 0.0, min_area_px: int = 0,
                         simplify_px: float = SIMPLIFY_PX) -> list[Region]:
     """Regions (largest first) of stitched pixel-space polygons with their change_prob sums (stored units, times
-    `prob_scale` is p; None: no probabilities, confidence 1.0) and the pixel counts of those sums."""
+    `prob_scale` is p; None: no probabilities, confidence 1.0) and the pixel counts of those sums.
+    Consumes `polys`: each exact outline is released once its region's polygon is made."""
     area_px = np.rint(shapely.area(polys)).astype(np.int64)
     keep = area_px >= min_area_px
     polys, area_px, psum, pcount = polys[keep], area_px[keep], psum[keep], pcount[keep]
@@ -177,27 +179,30 @@ def regions_from_pieces(polys: np.ndarray, psum: np.ndarray, pcount: np.ndarray,
         conf = np.ones(len(polys))
     else:  # mean change_prob over the exact outline's pixels
         conf = np.clip(np.divide(psum * prob_scale, pcount, out=np.zeros(len(polys)), where=pcount > 0), 0.0, 1.0)
-    # one start vertex per ring whatever the windows were (Douglas-Peucker depends on it): the same outline
-    # from any engine or tile size
-    geoms = simplify_to_pixel(shapely.normalize(polys), simplify_px)
-    if fn is not None:
-        geoms = shapely.transform(geoms, fn)
-    polygons = geojson_dicts(geoms[order])
     out = []
-    for i, k in enumerate(order):
-        out.append(
-            Region(
-                id=i + 1,
-                polygon=polygons[i],
-                bbox_px=tuple(int(v) for v in boxes[k]),
-                centroid_px=(float(cxy[k, 0]), float(cxy[k, 1])),
-                centroid_lonlat=None if cll is None else (float(cll[k, 0]), float(cll[k, 1])),
-                sector=grid.sector_of(cxy[k, 0], cxy[k, 1]),
-                area_m2=None if area_m2 is None else float(area_m2[k]),
-                area_px=int(area_px[k]),
-                confidence=float(conf[k]),
-            ).with_geometry(geoms[k])
-        )
+    # Geometry a chunk at a time, largest regions first: normalise (one start vertex per ring whatever the windows
+    # were, as Douglas-Peucker depends on it: the same outline from any engine or tile size), simplify, move to
+    # lon/lat, then drop the chunk's exact outlines, so the scene's exact and simplified polygons never coexist.
+    for start in range(0, len(order), GEOMETRY_CHUNK):
+        idx = order[start:start + GEOMETRY_CHUNK]
+        geoms = simplify_to_pixel(shapely.normalize(polys[idx]), simplify_px)
+        polys[idx] = None
+        if fn is not None:
+            geoms = shapely.transform(geoms, fn)
+        for j, (k, poly) in enumerate(zip(idx, geojson_dicts(geoms))):
+            out.append(
+                Region(
+                    id=start + j + 1,
+                    polygon=poly,
+                    bbox_px=tuple(int(v) for v in boxes[k]),
+                    centroid_px=(float(cxy[k, 0]), float(cxy[k, 1])),
+                    centroid_lonlat=None if cll is None else (float(cll[k, 0]), float(cll[k, 1])),
+                    sector=grid.sector_of(cxy[k, 0], cxy[k, 1]),
+                    area_m2=None if area_m2 is None else float(area_m2[k]),
+                    area_px=int(area_px[k]),
+                    confidence=float(conf[k]),
+                ).with_geometry(geoms[j])
+            )
     return out
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import rasterio
 
 from geodelta.contracts import ChangeQuery, ChangeTotals, DetectOptions, MethodInfo, Progress, Quadruple, Region, Summary
+from geodelta.perception import heap
 from geodelta.perception.change import engines
 from geodelta.perception.change import maskers as change
 from geodelta.perception.describe import caption as captioning
@@ -129,6 +130,7 @@ def detect_stage(
                 regions = describe.regions_from_rasters(*work, grid, min_area_m2=m2, min_area_px=px)
             timings["polygonise_s"] = time.perf_counter() - t0
             timings["cog_s"] = side.result()  # its own time, on the helper thread
+        heap.trim()
     finally:
         for path in work:
             path.unlink(missing_ok=True)
