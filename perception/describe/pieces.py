@@ -120,6 +120,7 @@ class PieceCollector:
         psum = np.array(whole.psum + merged.psum, dtype=np.float64)
         count = np.array(whole.count + merged.count, dtype=np.int64)
         del whole, merged
+        heap.trim()
         bad = ~shapely.is_valid(polys) if len(polys) else np.zeros(0, bool)
         if not bad.any():
             return polys, psum, count

@@ -124,7 +124,7 @@ def detect_stage(
             t0 = time.perf_counter()
             m2, px = options.min_area_m2, options.min_area_px
             if collector is not None:
-                regions = describe.regions_from_pieces(*collector.stitched(), grid, prob_scale=cog.PROB_SCALE,
+                regions = describe.regions_from_pieces(collector, grid, prob_scale=cog.PROB_SCALE,
                                                        min_area_m2=m2, min_area_px=px)
             else:
                 regions = describe.regions_from_rasters(*work, grid, min_area_m2=m2, min_area_px=px)
