@@ -13,6 +13,7 @@ regions.gpkg 73 % of detect's bytes and the region list most of its memory. Ever
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -63,7 +64,15 @@ def polygonize_windows(change_tif: Path, tile: int = 2048) -> list[shapely.Polyg
 
 
 def _crs_transformer(grid: Grid, inverse: bool = False) -> Transformer:
-    crs = ProjCRS.from_user_input(grid.crs)  # pyproj reads any object with to_wkt() (rasterio CRS)
+    """The grid CRS -> lon/lat transformer (or back); one per CRS: building one took 2 ms, per region."""
+    if grid.crs is None:
+        raise InputError("this scene has no CRS: its pixel coordinates have no lon/lat")
+    return _transformer(grid.crs.to_wkt(), inverse)
+
+
+@functools.lru_cache(maxsize=16)
+def _transformer(wkt: str, inverse: bool) -> Transformer:
+    crs = ProjCRS.from_user_input(wkt)
     src, dst = (crs, "EPSG:4326") if not inverse else ("EPSG:4326", crs)
     return Transformer.from_crs(src, dst, always_xy=True)
 
@@ -235,7 +244,7 @@ def assign_transitions(regions: list[Region], from_map: np.ndarray | None, to_ma
         if m is not None and m.shape != grid.shape:
             raise InputError(f"class map shape {m.shape} differs from the grid {grid.shape}: classify on the same grid")
     unknown = np.full(grid.shape, NODATA_U8, np.uint8)
-    labels = rasterize([(pixel_polygon(r, grid), r.id) for r in regions], out_shape=grid.shape, fill=0, dtype="int32")
+    labels = rasterize(zip(pixel_polygons(regions, grid), (r.id for r in regions)), out_shape=grid.shape, fill=0, dtype="int32")
     hist = TransitionHistogram(max(r.id for r in regions) + 1)
     hist.add(labels, unknown if from_map is None else from_map, unknown if to_map is None else to_map)
     return hist.apply(regions)[0]

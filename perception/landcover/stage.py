@@ -32,7 +32,7 @@ def landcover_stage(pair: AlignedPair, regions: list[Region], *, tile: int = 102
     if rule_set == "rgb" and landcover_learned.available():  # learned chips beat the colour rules on AID (model card)
         return landcover_learned.region_classes(pair, regions, roles, progress)
 
-    geoms = [(r.id, describe.pixel_polygon(r, grid), r.bbox_px) for r in regions]
+    geoms = [(r.id, g, r.bbox_px) for r, g in zip(regions, describe.pixel_polygons(regions, grid))]
     # One set of scene-adapted thresholds per date, fitted on a scene-wide sample, so every tile
     # classifies with the same rules (no seams at tile edges).
     sample_a, sample_b = pair.sample()
