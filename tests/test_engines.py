@@ -28,6 +28,19 @@ def client():
         yield cl
 
 
+def _worker_settings() -> tuple:
+    import os
+
+    import dask
+
+    return dask.config.get("distributed.worker.profile.enabled"), os.environ.get("GEODELTA_THREADS")
+
+
+def test_local_cluster_workers_run_one_thread_without_the_profiler(client) -> None:
+    """The workers GeoDelta starts: one library thread each, and no stack-sampling profiler (engines.WORKER_CONFIG)."""
+    assert set(client.run(_worker_settings).values()) == {(False, "1")}
+
+
 def _read(path: Path) -> tuple[np.ndarray, dict]:
     with rasterio.open(path) as src:
         return src.read(1), {"crs": src.crs, "transform": src.transform, "shape": src.shape, "dtype": src.dtypes[0],
