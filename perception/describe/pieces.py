@@ -154,10 +154,7 @@ def _merge(pieces: Pieces) -> Pieces:
     _, group = connected_components(coo_matrix((np.ones(len(i)), (i, j)), shape=(len(arr), len(arr))), directed=False)
     order = np.argsort(group, kind="stable")
     for members in np.split(order, np.flatnonzero(np.diff(group[order])) + 1):
-        if len(members) == 1:
-            parts = polygon_parts(arr[members[0]])
-        else:
-            parts = polygon_parts(shapely.union_all(arr[members]))
+        parts = polygon_parts(arr[members[0]] if len(members) == 1 else shapely.union_all(arr[members]))
         if len(parts) == 1:
             out.polys.append(parts[0])
             out.psum.append(float(psum[members].sum()))

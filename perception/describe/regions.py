@@ -36,9 +36,7 @@ from geodelta.perception.describe.pieces import PieceCollector, pieces_from_rast
 from geodelta.perception.io.grid import Grid
 from geodelta.perception.landcover.transitions import TransitionHistogram
 
-CONNECTIVITY = 4  # rasterio.features.shapes default; see module docstring
 GEOMETRY_CHUNK = 10_000  # regions whose polygons are simplified and converted together (regions_from_pieces)
-CHANGE = 1  # change.tif: 1 change, 0 no change, 255 nodata
 _GEOD = Geod(ellps="WGS84")
 # Classes whose arrival reads as "something appeared" (and whose loss as "disappeared").
 # ChangeQuery.direction -> the `how` values it keeps ("changed" = classes unknown: always kept).
@@ -154,12 +152,11 @@ def regions_from_rasters(
                 f"{change_tif} is {ds.width}x{ds.height} px but the grid is {grid.width}x{grid.height}: "
                 "describe the change raster on the grid it was written on"
             )
-    scale = 1.0
+    scale = None
     if prob_tif is not None:
         with rasterio.open(prob_tif) as ds:
             scale = prob_scale(ds, np.dtype(ds.dtypes[0]))
-    return regions_from_pieces(pieces_from_rasters(change_tif, prob_tif, tile), grid,
-                               prob_scale=scale if prob_tif is not None else None,
+    return regions_from_pieces(pieces_from_rasters(change_tif, prob_tif, tile), grid, prob_scale=scale,
                                min_area_m2=min_area_m2, min_area_px=min_area_px, simplify_px=simplify_px)
 
 
