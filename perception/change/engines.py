@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 import rasterio
-from rasterio.errors import NodataShadowWarning, NotGeoreferencedWarning
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from geodelta.contracts import NODATA_U8, Progress
@@ -34,6 +34,7 @@ from geodelta.errors import InputError
 from geodelta.perception.change import maskers as change
 from geodelta.perception.describe.pieces import PieceCollector
 from geodelta.perception.io.grid import Grid
+from geodelta.perception.io.rasters import reader_warnings_held
 from geodelta.perception.io.reader import AlignedPair
 from geodelta.perception.io.tiling import iter_windows
 from geodelta.perception.render import cog
@@ -154,9 +155,7 @@ def run_local(pair: AlignedPair, masker: change.ChangeMasker, params: dict, out_
             # One window at a time (the learned model: every CPU inside onnxruntime): the next window is read on
             # a helper thread meanwhile (GDAL releases the GIL), so the network never waits for the disk.
             _WINDOW.threads = per_window
-            with warnings.catch_warnings(), ThreadPoolExecutor(1, thread_name_prefix="geodelta-read") as reader:
-                warnings.simplefilter("ignore", NodataShadowWarning)
-                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with reader_warnings_held(), ThreadPoolExecutor(1, thread_name_prefix="geodelta-read") as reader:
                 ahead = reader.submit(pair.read, windows[0][0]) if windows else None
                 for i in range(len(windows)):
                     data = ahead.result() if ahead is not None else None
@@ -165,11 +164,7 @@ def run_local(pair: AlignedPair, masker: change.ChangeMasker, params: dict, out_
             return changed, valid_total
         from collections import deque
 
-        # warnings.catch_warnings (used by the readers) is process-wide, not per thread: hold the filters the
-        # readers set for the whole pool, so threads entering and leaving it cannot let them through.
-        with warnings.catch_warnings(), ThreadPoolExecutor(n_threads, thread_name_prefix="geodelta-change") as pool:
-            warnings.simplefilter("ignore", NodataShadowWarning)
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with reader_warnings_held(), ThreadPoolExecutor(n_threads, thread_name_prefix="geodelta-change") as pool:
             pending: deque = deque()
             try:
                 for i in range(len(windows)):

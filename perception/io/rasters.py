@@ -202,6 +202,18 @@ def _read_onto(path: Path, indexes: list[int], target: Grid, window: Window, res
     return data[:-1], data[-1] > 0
 
 
+@contextmanager
+def reader_warnings_held() -> Iterator[None]:
+    """The warning filters `read_side` sets, held around a whole thread pool.
+
+    warnings.catch_warnings is process-wide, not per thread: a thread leaving its own block restores the
+    filters while another thread is still reading, which let GDAL's NodataShadowWarning through to stderr."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NodataShadowWarning)
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        yield
+
+
 def read_side(bands: list[BandRef], target: Grid, window: Window, resampling: Resampling, cache: ReaderCache,
               decimate: bool = False):
     """Read band refs (possibly from several files) onto `target`: float32 (B, h, w), valid bool (h, w).
@@ -229,4 +241,5 @@ def read_side(bands: list[BandRef], target: Grid, window: Window, resampling: Re
     return out, valid
 
 
-__all__ = ["BandRef", "ReaderCache", "grid_of", "has_valid_pixel", "mask_alpha", "open_raster", "probe_blocks", "read_side"]
+__all__ = ["BandRef", "ReaderCache", "grid_of", "has_valid_pixel", "mask_alpha", "open_raster", "probe_blocks", "read_side",
+           "reader_warnings_held"]

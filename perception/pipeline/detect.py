@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from geodelta.perception.describe import caption as captioning
 from geodelta.perception.describe import regions as describe
 from geodelta.perception.describe.pieces import PieceCollector
 from geodelta.perception.io.grid import Grid
+from geodelta.perception.io.rasters import reader_warnings_held
 from geodelta.perception.io.reader import AlignedPair, ImageSource, open_pair
 from geodelta.perception.render import cog, webmap
 from geodelta.perception.render import outputs as render
@@ -92,7 +94,9 @@ def detect_stage(
     def side_work() -> float:
         """COGs (GDAL compresses without the GIL), then the thumbnails render will draw (decimated reads)."""
         t = time.perf_counter()
-        cog.finalise_change_rasters(*work, to=(change_tif, prob_tif))  # change_prob as scaled uint8
+        # change_prob as scaled uint8; one compression thread, so polygonising keeps a CPU to itself (measured on
+        # the 4000 px mosaic: the COGs took as long on one thread, and detect was 0.7 s faster in 3 of 3 pairs)
+        cog.finalise_change_rasters(*work, to=(change_tif, prob_tif), threads="1")
         cog_s = time.perf_counter() - t
         if thumbnails:
             pair.rgb("before", THUMB_SIZE)
@@ -119,7 +123,7 @@ def detect_stage(
             onnx_infer.release_memory()
         # Polygonising holds the GIL most of the time and GDAL does not: measured on the 4000 px NAIP mosaic, the
         # COGs (0.65 s) and the thumbnails (0.9 s) cost no wall time beside it.
-        with ThreadPoolExecutor(1, thread_name_prefix="geodelta-cog") as pool:
+        with reader_warnings_held(), ThreadPoolExecutor(1, thread_name_prefix="geodelta-cog") as pool:
             side = pool.submit(side_work)
             t0 = time.perf_counter()
             m2, px = options.min_area_m2, options.min_area_px
@@ -237,7 +241,8 @@ def render_stage(pair: AlignedPair, det: Detection, regions: list[Region], out_d
 
     # The vector files and the overlay are made on helper threads while this one makes the map: GDAL reads, the
     # warp and PIL's encoders release the GIL (4000 px NAIP mosaic, 11,290 regions: render 1.8 -> 1.3 s).
-    with ThreadPoolExecutor(2, thread_name_prefix="geodelta-render") as pool:
+    with reader_warnings_held(), ThreadPoolExecutor(2, thread_name_prefix="geodelta-render") as pool:
+        warnings.filterwarnings("ignore", message="'crs' was not provided")  # regions_gpkg's own filter, held too
         written = pool.submit(vectors)
         before_rgb = pair.rgb("before", THUMB_SIZE)
         after_rgb = pair.rgb("after", THUMB_SIZE)

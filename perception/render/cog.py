@@ -30,8 +30,9 @@ PROB_SCALE = 1.0 / PROB_LEVELS  # p = stored * PROB_SCALE (offset 0), as the ban
 _BLOCK = 512  # px, COG tile size (GDAL's default)
 
 
-def cog_options(resampling: str, predictor: bool) -> dict[str, str]:
-    """GDAL COG creation options: ZSTD (optionally with a predictor), overviews with `resampling`, all CPUs.
+def cog_options(resampling: str, predictor: bool, threads: str = "ALL_CPUS") -> dict[str, str]:
+    """GDAL COG creation options: ZSTD (optionally with a predictor), overviews with `resampling`, `threads`
+    compression threads (default every CPU).
 
     NEAREST keeps the class codes of a mask exact in the overviews (1 change / 0 / 255 nodata);
     AVERAGE suits a continuous score."""
@@ -43,18 +44,18 @@ def cog_options(resampling: str, predictor: bool) -> dict[str, str]:
         "OVERVIEWS": "IGNORE_EXISTING",
         "OVERVIEW_RESAMPLING": resampling,
         "RESAMPLING": resampling,
-        "NUM_THREADS": "ALL_CPUS",
+        "NUM_THREADS": threads,
         "BIGTIFF": "IF_SAFER",
     }
 
 
-def to_cog(src: Path, dst: Path, *, resampling: str = "NEAREST", predictor: bool = False) -> Path:
+def to_cog(src: Path, dst: Path, *, resampling: str = "NEAREST", predictor: bool = False, threads: str = "ALL_CPUS") -> Path:
     """Copy raster `src` to `dst` as a COG (GDAL COG driver; `dst` may be `src`: written aside, then renamed)."""
     src, dst = Path(src), Path(dst)
     tmp = dst.with_name(f".{dst.name}.cog.tmp")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        rasterio.shutil.copy(src, tmp, driver="COG", **cog_options(resampling, predictor))
+        rasterio.shutil.copy(src, tmp, driver="COG", **cog_options(resampling, predictor, threads))
     os.replace(tmp, dst)
     return dst
 
@@ -85,18 +86,19 @@ def is_uint8_prob(path: Path) -> bool:
         return ds.dtypes[0] == "uint8"
 
 
-def finalise_change_rasters(change_tif: Path, prob_tif: Path, to: tuple[Path, Path] | None = None) -> tuple[Path, Path]:
+def finalise_change_rasters(change_tif: Path, prob_tif: Path, to: tuple[Path, Path] | None = None,
+                            threads: str = "ALL_CPUS") -> tuple[Path, Path]:
     """The engine's change.tif and change_prob.tif as COGs (prob as scaled uint8): in place, or written to the
-    paths `to` (the sources stay as they are)."""
+    paths `to` (the sources stay as they are), with `threads` compression threads."""
     dst_change, dst_prob = to or (change_tif, prob_tif)
-    to_cog(change_tif, dst_change, resampling="NEAREST")
+    to_cog(change_tif, dst_change, resampling="NEAREST", threads=threads)
     if is_uint8_prob(prob_tif):
-        to_cog(prob_tif, dst_prob, resampling="AVERAGE", predictor=True)
+        to_cog(prob_tif, dst_prob, resampling="AVERAGE", predictor=True, threads=threads)
     else:
         work = Path(dst_prob).with_name(f".{Path(dst_prob).name}.u8.tif")
         try:
             prob_to_uint8(prob_tif, work)
-            to_cog(work, dst_prob, resampling="AVERAGE", predictor=True)
+            to_cog(work, dst_prob, resampling="AVERAGE", predictor=True, threads=threads)
         finally:
             work.unlink(missing_ok=True)
     return Path(dst_change), Path(dst_prob)
