@@ -1,8 +1,9 @@
 """Hand freed heap memory back to the operating system between the stages of a large detection.
 
-Polygonising builds and drops millions of small objects; glibc keeps the freed pages in its heap, so the
-process's RSS stayed at twice what it used (20000 px NAIP mosaic, 282,601 regions: 1.77 GB resident after
-polygonising, 0.91 GB after malloc_trim). Elsewhere (macOS, musl, Windows) this is a no-op.
+Polygonising builds and drops millions of objects; glibc keeps freed pages in its heap, so RSS stays above
+what the process uses. Measured on the 20000 px NAIP mosaic (282,601 regions): peak RSS of `geodelta detect`
+2.40 GB without the trims after each polygonised window and each chunk of regions, 1.91-1.94 GB with them.
+Elsewhere (macOS, musl, Windows) this is a no-op.
 """
 
 from __future__ import annotations

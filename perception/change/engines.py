@@ -32,7 +32,7 @@ from rasterio.windows import Window
 from geodelta.contracts import NODATA_U8, Progress
 from geodelta.errors import InputError
 from geodelta.perception.change import maskers as change
-from geodelta.perception.describe.pieces import PieceCollector
+from geodelta.perception.describe.pieces import CHANGE, PieceCollector, window_pieces
 from geodelta.perception.io.grid import Grid
 from geodelta.perception.io.rasters import reader_warnings_held
 from geodelta.perception.io.reader import AlignedPair
@@ -219,14 +219,12 @@ def dask_window(pair: AlignedPair, masker: change.ChangeMasker, params: dict, re
 
     Returns (changed_px, valid_px, whole pieces, border pieces): the driver only stitches the pieces
     (describe/pieces.py), so polygonising runs on the workers, in parallel, beside the scoring."""
-    from geodelta.perception.describe.pieces import window_pieces
-
     out, prob = change_window(pair, masker, params, read_win, core, min_pixels)
     r0, c0 = int(core_win.row_off), int(core_win.col_off)
     key = (slice(r0, r0 + out.shape[0]), slice(c0, c0 + out.shape[1]))
     targets[0][key] = out
     targets[1][key] = prob
-    whole, border = window_pieces(out == 1, prob, c0, r0, pair.grid.width, pair.grid.height)
+    whole, border = window_pieces(out == CHANGE, prob, c0, r0, pair.grid.width, pair.grid.height)
     return (*_counts(out), whole, border)
 
 
