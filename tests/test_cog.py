@@ -114,7 +114,7 @@ def test_detect_leaves_no_working_files_and_reads_thumbnails_once(naip, tmp_path
     assert sorted(p.name for p in d.iterdir()) == ["change.tif", "change_prob.tif"]
     pair = open_pair(naip["pair"].before.paths[0], naip["pair"].after.paths[0])
     detect_stage(pair, tmp_path / "t", DetectOptions(tile=256), thumbnails=True)
-    assert set(pair._thumbs._items) == {("before", THUMB_SIZE), ("after", THUMB_SIZE)}
+    assert {("rgb", "before", THUMB_SIZE), ("rgb", "after", THUMB_SIZE)} <= set(pair._cache._items)
     fresh = open_pair(naip["pair"].before.paths[0], naip["pair"].after.paths[0])
     assert np.array_equal(pair.rgb("after", THUMB_SIZE), fresh.rgb("after", THUMB_SIZE))
     shown = pair.rgb("before", THUMB_SIZE)

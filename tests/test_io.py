@@ -287,7 +287,13 @@ def test_rgb_thumbnail_and_sample(data_dir: Path, demo_pair) -> None:
     assert s2.rgb("after", max_size=200).shape == (200, 182, 3)
     a, b = s2.sample(max_pixels=5000, seed=1)
     assert a.shape == b.shape == (13, 5000)
-    np.testing.assert_array_equal(a, s2.sample(max_pixels=5000, seed=1)[0])
+    # read once per pair (the masker and the land cover both fit on it), shared read-only
+    assert s2.sample(max_pixels=5000, seed=1)[0] is a
+    with pytest.raises(ValueError, match="read-only"):
+        a[0, 0] = 1.0
+    fresh = open_pair(data_dir / "oscd/bercy/imgs_1", data_dir / "oscd/bercy/imgs_2").sample(max_pixels=5000, seed=1)
+    np.testing.assert_array_equal(a, fresh[0])
+    assert s2.sample(max_pixels=5000, seed=2)[0] is not a
 
 
 # ---------- errors ----------

@@ -47,8 +47,10 @@ def make(ctx: ToolContext) -> BaseTool:
         # the same detection (a follow-up question does not fit and score the scene again).
         options = DetectOptions(method=method, min_area_m2=min_area_m2, min_area_px=s.min_area_px, tile=s.tile_size,
                                 device=s.device, precision=s.precision, focus=focus)
+        # thumbnails: render_map (which follows in nearly every plan) draws the pair's thumbnails; they are read on
+        # detect's helper thread while this one polygonises, and kept on the workspace's pair
         det = ctx.workspace.memo(("detect", scene_id, options.model_dump_json()), lambda d: (d.change_tif, d.prob_tif),
-                                 lambda: detect_stage(pair, out, options, progress=ctx.progress))
+                                 lambda: detect_stage(pair, out, options, progress=ctx.progress, thumbnails=True))
         stats = {"changed_px": det.changed_px, "valid_px": det.valid_px, "timings_s": det.timings}
         if det.grid.pixel_area_m2:
             stats["changed_m2"] = round(det.changed_px * det.grid.pixel_area_m2, 1)

@@ -69,20 +69,23 @@ def _whitener(cov: np.ndarray) -> np.ndarray:
     return vecs[:, keep] / np.sqrt(vals[keep])
 
 
-def _weighted_cca(x: np.ndarray, y: np.ndarray, w: np.ndarray, xy: np.ndarray | None = None):
+def _weighted_cca(x: np.ndarray, y: np.ndarray, w: np.ndarray, xy: np.ndarray | None = None,
+                  work: np.ndarray | None = None):
     """Weighted CCA of x (p, N) and y (q, N). Returns means, A (p, m), B (q, m), rho (m,) ascending.
 
     Canonical variates U = A'(x - mx), V = B'(y - my) have unit weighted variance and correlation
     rho; pairs are sorted with the smallest correlation first (MAD1 = the most change), and signs
     are fixed so that each U correlates positively with the sum of x's bands (determinism).
     `xy`: x and y stacked (p + q, N), if the caller has it (the IR-MAD loop stacks once): the weighted
-    moments are then one element-wise product and two matrix products per call.
+    moments are then one element-wise product and two matrix products per call. `work`: a float64 array
+    shaped like xy to hold the weighted copy (the loop reuses one: a fresh 15 MB array per iteration
+    costs its page faults every time).
     """
     p_ = x.shape[0]
     z = np.concatenate([x, y]) if xy is None else xy
     sw = w.sum()
     mean = (z @ w) / sw
-    zs = z * np.sqrt(w)
+    zs = np.multiply(z, np.sqrt(w), out=work)
     cov = zs @ zs.T / sw - np.outer(mean, mean)  # inputs are robustly standardised: no cancellation to fear
     mx, my = mean[:p_], mean[p_:]
     sxx, syy, sxy = cov[:p_, :p_], cov[p_:, p_:], cov[:p_, p_:]
@@ -101,17 +104,18 @@ def _weighted_cca(x: np.ndarray, y: np.ndarray, w: np.ndarray, xy: np.ndarray | 
 
 
 def _mad_chi2(x: np.ndarray, y: np.ndarray, mx, my, a_mat, b_mat, rho, n_variates: int,
-              xy: np.ndarray | None = None) -> np.ndarray:
+              xy: np.ndarray | None = None, work: np.ndarray | None = None) -> np.ndarray:
     """Chi-square statistic sum_i MAD_i^2 / (2 (1 - rho_i)) over the first n_variates MADs; x, y (p, N).
 
     Computed as one matrix product: MAD_i / sd_i = c_i' [x; y] - k_i with c_i = [A_i; -B_i] / sd_i
-    (`xy`: x and y already stacked, if the caller has them)."""
+    (`xy`: x and y already stacked, if the caller has them; `work`: a float64 (>= n_variates, N) array for
+    the MADs, reused across the IR-MAD loop)."""
     var = np.maximum(2.0 * (1.0 - rho[:n_variates]), 1e-6)  # var(U - V) for unit-variance U, V (Nielsen 2007, eq. 4)
     sd = np.sqrt(var)
     coef = np.concatenate([a_mat[:, :n_variates], -b_mat[:, :n_variates]]).T / sd[:, None]  # (m, p + q)
     k = coef @ np.concatenate([mx, my])
     z = np.concatenate([x, y]) if xy is None else xy
-    mad = coef @ z
+    mad = np.matmul(coef, z, out=None if work is None else work[:n_variates])
     mad -= k[:, None]
     mad *= mad
     return mad.sum(0)
@@ -128,13 +132,14 @@ def _chi2_sf(z: np.ndarray, dof: int) -> np.ndarray:
     and the IR-MAD fit calls it up to 30 times on 200k pixels); odd dof: scipy.special.chdtrc."""
     if dof % 2 or dof > 40:
         return chdtrc(dof, z)
-    h = np.maximum(z, 0.0) * 0.5
-    term = np.ones_like(h)
-    total = np.ones_like(h)
+    h = np.maximum(z, 0.0)
+    h *= 0.5
+    term, total, tmp = np.ones_like(h), np.ones_like(h), np.empty_like(h)
     for i in range(1, dof // 2):
-        term *= h / i
+        term *= np.divide(h, i, out=tmp)
         total += term
-    return total * np.exp(-h)
+    total *= np.exp(np.negative(h, out=tmp), out=tmp)
+    return total
 
 
 # Scales on which Otsu thresholds the chi-square statistic: forward map and its inverse.
@@ -196,13 +201,14 @@ class IRMAD:
         y = _standardise(b, cb, sb, keep)
         w = np.ones(x.shape[1])
         xy = np.concatenate([x, y])  # stacked once: every iteration is then two matrix products
+        weighted, mads = np.empty_like(xy), np.empty_like(x)  # the loop's working arrays, allocated once
         rho_old, last = None, None
         for it in range(1, self.max_iter + 1):
             try:
-                mx, my, a_mat, b_mat, rho = _weighted_cca(x, y, w, xy)
+                mx, my, a_mat, b_mat, rho = _weighted_cca(x, y, w, xy, work=weighted)
                 m = rho.size
                 nv = m if self.n_variates is None else max(1, min(int(self.n_variates), m))
-                z = _mad_chi2(x, y, mx, my, a_mat, b_mat, rho, nv, xy)
+                z = _mad_chi2(x, y, mx, my, a_mat, b_mat, rho, nv, xy, work=mads)
                 ok = rho.size > 0 and bool(np.isfinite(z).all() and np.isfinite(rho).all())
             except np.linalg.LinAlgError:
                 ok = False

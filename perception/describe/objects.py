@@ -20,7 +20,6 @@ from rasterio.windows import Window
 from scipy import ndimage
 
 from geodelta.contracts import Region
-from geodelta.perception.change.objects import split_objects
 from geodelta.perception.describe.regions import pixel_polygons
 from geodelta.perception.io.grid import Grid
 
@@ -29,6 +28,10 @@ def count_objects(regions: Sequence[Region], change_tif: Path, grid: Grid) -> li
     """Copies of `regions` with `n_objects` set (see module docstring); one window read per region."""
     if not regions:
         return []
+    # imported here: the watershed pulls in skimage.morphology / segmentation and scipy.spatial (~0.2 s), which
+    # only a question about buildings needs, and tools/describe.py imports this module for every Assistant
+    from geodelta.perception.change.objects import split_objects
+
     out = []
     with rasterio.open(change_tif) as ds:
         for r, geom in zip(regions, pixel_polygons(regions, grid), strict=True):

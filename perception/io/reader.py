@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from affine import Affine
@@ -179,18 +179,27 @@ def _stretch(arr: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return out
 
 
-class ThumbnailCache:
-    """Thumbnails by key, each read once: a second caller waits for the read in progress. Travels empty (pickle)."""
+class ReadOnceCache:
+    """Arrays by key, each read once (thumbnails, the fitting sample): a second caller waits for the read in
+    progress. Travels empty (pickle)."""
 
     def __init__(self) -> None:
         self._items: dict = {}
         self._lock = threading.Lock()
 
     def get(self, key: tuple, read: Callable[[], np.ndarray]) -> np.ndarray:
+        """A copy of the array under `key` (callers may draw on theirs), read first if it is not here."""
         with self._lock:
             if key not in self._items:
                 self._items[key] = read()
-            return self._items[key].copy()  # callers may draw on theirs
+            return self._items[key].copy()
+
+    def get_shared(self, key: tuple, read: Callable[[], Any]) -> Any:
+        """The value under `key` itself, not a copy: for read-only arrays (numpy then refuses writes to them)."""
+        with self._lock:
+            if key not in self._items:
+                self._items[key] = read()
+            return self._items[key]
 
     def __getstate__(self) -> dict:
         return {}
@@ -215,7 +224,7 @@ class AlignedPair:
     # descriptions) or "assumed" (colour interpretation / the 8-bit RGB(N) convention: a guess)
     roles_source: str = "named"
     readers: ReaderCache = field(default_factory=ReaderCache, repr=False, compare=False)
-    _thumbs: ThumbnailCache = field(default_factory=ThumbnailCache, repr=False, compare=False)
+    _cache: ReadOnceCache = field(default_factory=ReadOnceCache, repr=False, compare=False)  # thumbnails, samples
 
     def close(self) -> None:
         """Close the file handles this thread holds (they reopen on the next read)."""
@@ -246,7 +255,11 @@ class AlignedPair:
     def sample(self, max_pixels: int = 200_000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """a, b: float32 (B, N) valid pixels from a lattice of windows spread over the whole scene, N <= max_pixels.
 
-        About 2 * max_pixels pixels are read, then a seeded random subset is kept (for fitting)."""
+        About 2 * max_pixels pixels are read, then a seeded random subset is kept (for fitting). Read once per
+        pair (the change masker and the land cover both fit on it) and shared read-only."""
+        return self._cache.get_shared(("sample", max_pixels, seed), lambda: self._read_sample(max_pixels, seed))
+
+    def _read_sample(self, max_pixels: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         wins = list(iter_windows(self.grid, _SAMPLE_TILE))
         n_rows = -(-self.grid.height // _SAMPLE_TILE)
         n_cols = -(-self.grid.width // _SAMPLE_TILE)
@@ -269,6 +282,7 @@ class AlignedPair:
         if a.shape[1] > max_pixels:
             keep = np.sort(np.random.default_rng(seed).choice(a.shape[1], max_pixels, replace=False))
             a, b = a[:, keep], b[:, keep]
+        a.flags.writeable = b.flags.writeable = False
         return a, b
 
     def rgb(self, which: Literal["before", "after"], max_size: int = 1024) -> np.ndarray:
@@ -276,7 +290,7 @@ class AlignedPair:
 
         Uses the source's red/green/blue bands (grey from its first band when it has none); decimated read, once
         per (date, size): detect reads them ahead on a helper thread while it polygonises, render uses them."""
-        return self._thumbs.get((which, max_size), lambda: self._read_rgb(which, max_size))
+        return self._cache.get(("rgb", which, max_size), lambda: self._read_rgb(which, max_size))
 
     def _read_rgb(self, which: Literal["before", "after"], max_size: int) -> np.ndarray:
         source = self._source(which)
