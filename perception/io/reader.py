@@ -10,11 +10,9 @@ math. Everything reads by window, so memory follows the window, not the scene.
 from __future__ import annotations
 
 import math
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 from affine import Affine
@@ -46,6 +44,7 @@ from geodelta.perception.io.rasters import (
     probe_blocks,
     read_side,
 )
+from geodelta.perception.io.read_once import ReadOnceCache
 from geodelta.perception.io.tiling import iter_windows
 
 __all__ = ["ROLES", "AlignedPair", "ImageSource", "open_image", "open_pair"]
@@ -177,35 +176,6 @@ def _stretch(arr: np.ndarray, valid: np.ndarray) -> np.ndarray:
         scaled = np.clip((arr[i] - lo) / max(hi - lo, 1e-6), 0, 1) * 255
         out[..., i] = np.where(valid, scaled, 0).astype(np.uint8)
     return out
-
-
-class ReadOnceCache:
-    """Arrays by key, each read once (thumbnails, the fitting sample): a second caller waits for the read in
-    progress. Travels empty (pickle)."""
-
-    def __init__(self) -> None:
-        self._items: dict = {}
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple, read: Callable[[], np.ndarray]) -> np.ndarray:
-        """A copy of the array under `key` (callers may draw on theirs), read first if it is not here."""
-        with self._lock:
-            if key not in self._items:
-                self._items[key] = read()
-            return self._items[key].copy()
-
-    def get_shared(self, key: tuple, read: Callable[[], Any]) -> Any:
-        """The value under `key` itself, not a copy: for read-only arrays (numpy then refuses writes to them)."""
-        with self._lock:
-            if key not in self._items:
-                self._items[key] = read()
-            return self._items[key]
-
-    def __getstate__(self) -> dict:
-        return {}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__init__()  # type: ignore[misc]
 
 
 @dataclass
