@@ -61,3 +61,28 @@ def test_bench_resolution_auto_follows_the_pixel_size(data_dir: Path) -> None:
     assert [r[3] for r in rows.values()] == ["learned", "cva", "irmad"], proc.stdout
     assert rows["oscd 10 m"][1] == rows["oscd 10 m"][2]  # auto ran cva there: the same F1
     assert all(0.0 < float(r[2]) < 1.0 for r in rows.values())
+
+
+def test_bench_transitions_combines_learned_change_with_land_cover(data_dir: Path) -> None:
+    """`geodelta bench transitions` on the Beijing pairs: a union with transitions can only add recall, an
+    intersection with "cover changed" can only lose it; every rule's scores are real fractions."""
+    import subprocess
+    import sys
+
+    exe = Path(sys.executable).with_name("geodelta")
+    proc = subprocess.run([str(exe), "bench", "transitions", "--domains", "beijing", "--patch", "128"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = {}
+    for line in proc.stdout.splitlines():
+        cells = [c.strip() for c in line.strip("│ ").split("│")]
+        if len(cells) == 5 and cells[0] == "beijing held-out":
+            rows[cells[1]] = [float(x) for x in cells[2:]]
+    learned = rows.pop("learned (siamese_v3 alone)")
+    assert len(rows) == 8 and 0.0 < learned[2] < 1.0, proc.stdout
+    for name, (p, r, f1) in rows.items():
+        assert 0.0 <= p <= 1.0 and 0.0 <= r <= 1.0 and 0.0 <= f1 <= 1.0
+        if name.startswith("learned +"):
+            assert r >= learned[1], name
+        if name.startswith("learned &"):
+            assert r <= learned[1], name
