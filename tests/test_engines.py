@@ -161,3 +161,14 @@ def test_learned_model_scores_windows_in_parallel_with_the_same_bytes(data_dir: 
     assert one == two and one[0] > 0
     for a, b in (("c1.tif", "c2.tif"), ("p1.tif", "p2.tif")):
         assert np.array_equal(_read(tmp_path / a)[0], _read(tmp_path / b)[0])
+
+
+def test_started_closes_the_cluster_on_a_thread_the_caller_joins() -> None:
+    """With a `closing` list, the LocalCluster closes on a thread (detect polygonises meanwhile) that the caller joins."""
+    closing: list = []
+    with engines.started("dask", {"workers": 1}, None, closing) as resolve:
+        cl = resolve()["client"]
+        assert cl.status == "running"
+    assert len(closing) == 1
+    closing[0].join(timeout=60)
+    assert not closing[0].is_alive() and cl.status == "closed"

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import inspect
+import threading
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -103,8 +104,9 @@ def detect_stage(
             pair.rgb("after", THUMB_SIZE)
         return cog_s
 
+    closing: list[threading.Thread] = []  # a LocalCluster closing while this thread polygonises
     try:
-        with engines.started(options.engine, engine_opts, masker) as resolve:  # a Dask cluster starts while the masker fits
+        with engines.started(options.engine, engine_opts, masker, closing) as resolve:  # a Dask cluster starts while the masker fits
             t0 = time.perf_counter()
             a_s, b_s = pair.sample()
             params = masker.fit(a_s, b_s)
@@ -136,6 +138,8 @@ def detect_stage(
             timings["cog_s"] = side.result()  # its own time, on the helper thread
         heap.trim()
     finally:
+        for thread in closing:
+            thread.join()
         for path in work:
             path.unlink(missing_ok=True)
     return Detection(out_dir, grid, options.method, params, change_tif, prob_tif, regions, changed, valid_total,

@@ -62,11 +62,13 @@ def leaflet_assets() -> tuple[str, str]:
 
 
 def _data_uri(rgba: np.ndarray, fmt: str) -> str:
-    """PNG (masks: exact, compresses flat areas well) or WebP q80 with alpha (photographs: ~10x smaller)."""
+    """PNG (masks: exact, compresses flat areas well) or WebP q80 with alpha (photographs: ~10x smaller).
+
+    WebP effort 2 of 6: on a 1024 px NAIP thumbnail 0.055 s and 276 KiB, effort 4 0.12 s and 270 KiB."""
     buf = io.BytesIO()
     img = Image.fromarray(np.ascontiguousarray(rgba))
     if fmt == "webp":
-        img.save(buf, format="WEBP", quality=80, method=4)
+        img.save(buf, format="WEBP", quality=80, method=2)
     else:
         img.save(buf, format="PNG", compress_level=6)
     return f"data:image/{fmt};base64," + base64.b64encode(buf.getvalue()).decode()
