@@ -25,7 +25,8 @@ def make(ctx: ToolContext) -> BaseTool:
         # The same regions of the same rasters as an earlier call of this process: the same classes.
         key = ("landcover", analysis_id, ctx.settings.tile_size, tuple((r.id, r.bbox_px) for r in an.regions))
         regions, info = ctx.workspace.memo(key, lambda _: (an.out_dir / "change.tif",),
-                                           lambda: landcover_stage(pair, an.regions, tile=ctx.settings.tile_size, progress=ctx.progress))
+                                           lambda: landcover_stage(pair, an.regions, tile=ctx.settings.tile_size, progress=ctx.progress,
+                                                                   change_params=an.params))
         info = dict(info)
         confs = [r.class_confidence for r in regions if r.class_confidence is not None]
         info["mean_class_confidence"] = round(sum(confs) / len(confs), 3) if confs else 0.0

@@ -38,7 +38,7 @@ def make(ctx: ToolContext) -> BaseTool:
                                         min_area_m2=used.min_area_m2, min_area_px=used.min_area_px, progress=ctx.progress)
         before = an.regions
         if an.landcover and an.landcover.get("classes_known"):
-            regions, info = landcover_stage(pair, regions, tile=s.tile_size, progress=ctx.progress)
+            regions, info = landcover_stage(pair, regions, tile=s.tile_size, progress=ctx.progress, change_params=an.params)
             an.landcover = {**an.landcover, **info}
         geo = an.grid.georeferenced
         key = "area_m2" if geo else "area_px"

@@ -14,14 +14,31 @@ from geodelta.perception.io.reader import AlignedPair
 from geodelta.perception.io.tiling import iter_windows
 from geodelta.perception.landcover import rules as landcover
 from geodelta.perception.landcover import transitions
+from geodelta.perception.landcover.building_change import CAVEAT as BUILDING_CAVEAT
+from geodelta.perception.landcover.building_change import building_change_classes, is_building_mask
 
 
-def landcover_stage(pair: AlignedPair, regions: list[Region], *, tile: int = 1024, progress: Progress | None = None) -> tuple[list[Region], dict[str, Any]]:
+def landcover_stage(pair: AlignedPair, regions: list[Region], *, tile: int = 1024, progress: Progress | None = None,
+                    change_params: dict[str, Any] | None = None) -> tuple[list[Region], dict[str, Any]]:
     """Classify both dates tile by tile and give each region its majority from/to class (S2M `what`).
 
     Class histograms are accumulated per region across tiles, so a region split by a tile edge gets
-    the same classes as if the scene were read whole.
+    the same classes as if the scene were read whole. `change_params` (the masker's fitted params) says
+    whether the mask is building change; its regions then get built-up on one side (building_change.py).
     """
+    out, info = _classes(pair, regions, tile, progress)
+    if is_building_mask(change_params) and info.get("classes_known"):
+        out, counts = building_change_classes(out)
+        counted: dict[str, int] = {}
+        for r in out:
+            counted[f"{r.from_class}->{r.to_class}"] = counted.get(f"{r.from_class}->{r.to_class}", 0) + 1
+        info = info | {"building_change": counts, "caveat": " ".join(filter(None, (info.get("caveat"), BUILDING_CAVEAT))),
+                       "transitions": dict(sorted(counted.items(), key=lambda kv: -kv[1]))}
+    return out, info
+
+
+def _classes(pair: AlignedPair, regions: list[Region], tile: int, progress: Progress | None) -> tuple[list[Region], dict[str, Any]]:
+    """Each region's classes from the learned RGB classifier or the spectral / colour rules."""
     from geodelta.perception.landcover import rgb as landcover_learned  # onnxruntime: only when asked
 
     roles = dict(pair.band_roles)  # band role -> index into the arrays pair.read() returns
