@@ -52,8 +52,11 @@ def change_window(pair: AlignedPair, masker: change.ChangeMasker, params: dict, 
     `data`: the window's (a, b, valid) if already read (the local engine reads ahead)."""
     a, b, valid = pair.read(read_win) if data is None else data
     prob = masker.score(a, b, valid, params)
-    # a masker may set `open_radius` (the water masker: 0, thin flood channels survive)
-    mask = change.clean_mask(prob >= 0.5, valid, min_pixels=min_pixels, open_radius=getattr(masker, "open_radius", None))
+    # a masker may set `open_radius` (the water masker: 0, thin flood channels survive) and `min_component_mean`
+    # (the building head: blobs of low mean probability are dropped; a component larger than the halo that crosses
+    # the window edge is judged on its part in this window and halo)
+    mask = change.clean_mask(prob >= 0.5, valid, min_pixels=min_pixels, open_radius=getattr(masker, "open_radius", None),
+                             prob=prob, min_mean=float(getattr(masker, "min_component_mean", 0.0)))
     prob, mask, valid = prob[core], mask[core], valid[core]
     out = np.where(valid, mask.astype(np.uint8), NODATA_U8).astype(np.uint8)
     return out, cog.quantise_prob(np.where(valid, prob, 0))

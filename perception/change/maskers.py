@@ -232,10 +232,11 @@ def _closing(mask: np.ndarray, r: int) -> np.ndarray:
 
 
 def clean_mask(mask: np.ndarray, valid: np.ndarray, radius: int = 1, min_pixels: int = 0,
-               open_radius: int | None = None) -> np.ndarray:
+               open_radius: int | None = None, prob: np.ndarray | None = None, min_mean: float = 0.0) -> np.ndarray:
     """Opening (disk of `open_radius`, default `radius`; 0 skips it) then closing with a disk of `radius`,
     then removal of 4-connected components with fewer than `min_pixels` pixels (scipy.ndimage.label: the same
-    labels as scikit-image's label(connectivity=1), without loading skimage.measure, ~0.1 s on a first call).
+    labels as scikit-image's label(connectivity=1), without loading skimage.measure, ~0.1 s on a first call)
+    and, given `prob`, of those whose mean probability is below `min_mean`.
     Returns bool (h, w), False where not valid."""
     valid = np.asarray(valid, bool)
     out = np.asarray(mask, bool) & valid
@@ -244,12 +245,16 @@ def clean_mask(mask: np.ndarray, valid: np.ndarray, radius: int = 1, min_pixels:
         out = _opening(out, int(r_open))
     if radius > 0:
         out = _closing(out, int(radius)) & valid
-    if min_pixels > 1 and out.any():
+    by_mean = prob is not None and min_mean > 0
+    if (min_pixels > 1 or by_mean) and out.any():
         labels, _ = ndimage.label(out)  # 4-connected (the default cross structure)
         sizes = np.bincount(labels.ravel())
-        small = sizes < int(min_pixels)
-        small[0] = False
-        out = out & ~small[labels]
+        drop = sizes < int(min_pixels)
+        if by_mean:
+            sums = np.bincount(labels.ravel(), weights=np.nan_to_num(np.asarray(prob, np.float64)).ravel())
+            drop |= sums < min_mean * sizes
+        drop[0] = False
+        out = out & ~drop[labels]
     return out
 
 
@@ -271,7 +276,7 @@ def change_band_indices(band_names: list[str]) -> list[int] | None:
 
 # What the engines read off a masker besides fit/score (engines.run_local, engines.change_window), with the value
 # a masker without the attribute means: pool-safe, how many windows at once (None: one per CPU), clean-up opening.
-ENGINE_HINTS: dict[str, Any] = {"thread_safe": False, "max_windows": None, "open_radius": None}
+ENGINE_HINTS: dict[str, Any] = {"thread_safe": False, "max_windows": None, "open_radius": None, "min_component_mean": 0.0}
 
 
 def pass_engine_hints(wrapper: Any, inner: Any) -> None:
