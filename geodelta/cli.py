@@ -167,6 +167,9 @@ def demo(
 @app.command()
 def ask(
     question: Annotated[str, typer.Argument(help="Your question, e.g. 'Where did farmland get built over?'")],
+    paths: Annotated[Optional[list[Path]], typer.Argument(
+        help="The images, oldest first: two dates, or more for a time series (instead of --before / --after).",
+        show_default=False)] = None,
     before: Annotated[Optional[Path], typer.Option(help="BEFORE image.")] = None,
     after: Annotated[Optional[Path], typer.Option(help="AFTER image.")] = None,
     images: Annotated[Optional[list[Path]], typer.Option("--images", help="More than two dates, oldest first (repeat).")] = None,
@@ -183,6 +186,10 @@ def ask(
     from geodelta.perception.pipeline.staging import writable_dir
     from geodelta.settings import Settings
 
+    if paths and (before or after):
+        raise InputError("give the images either as paths after the question or as --before / --after, not both")
+    if paths:  # `geodelta ask "..." a.tif b.tif c.tif` (a shell glob) and `--images a.tif b.tif c.tif` alike
+        images = [*(images or []), *paths]
     if out_dir is not None:
         writable_dir(out_dir)
     if db is not None:

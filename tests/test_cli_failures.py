@@ -108,6 +108,22 @@ def test_ask_json_prints_the_answer_even_when_it_fails(tmp_path: Path, demo_pair
     assert "/etc/passwd" in answer["text"] and "UnionType" not in answer["text"]
 
 
+def test_ask_takes_the_images_as_paths_after_the_question(tmp_path: Path, demo_pair, env) -> None:
+    """`geodelta ask "..." BEFORE AFTER` (and a shell glob after --images) answers like --before / --after."""
+    import json
+
+    b, a = (str(p) for p in demo_pair)
+    q = "where did farmland get built over?"
+    by_flag = json.loads(run("ask", q, "--before", b, "--after", a, "--json", env=env).stdout)
+    by_path = run("ask", q, b, a, "--json", env=env)
+    assert by_path.returncode == 0, by_path.stderr
+    answer = json.loads(by_path.stdout)
+    assert answer["status"] == "answered" and answer["text"] == by_flag["text"]
+    globbed = run("ask", q, "--images", b, a, "--json", env=env)  # what `--images *.tif` expands to
+    assert globbed.returncode == 0 and json.loads(globbed.stdout)["text"] == by_flag["text"]
+    assert_clean_failure(run("ask", q, b, a, "--before", b, env=env), 2, "not both")
+
+
 def test_ask_without_images_asks_back_with_exit_5(env) -> None:
     proc = run("ask", "where did farmland get built over?", env=env)
     assert proc.returncode == 5, proc.stdout + proc.stderr
