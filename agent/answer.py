@@ -150,7 +150,7 @@ def compose(messages: list[AnyMessage], history: list[AnyMessage], workspace: Wo
         evidence.append(Evidence(tool_call_id=d_id, tool="describe_changes", claim=f"area in the {quad['where']['sector']} ({quad['what']['from']} -> {quad['what']['to']})", value=quad.get("total_area_m2", quad.get("total_area_px"))))
     text += _when(results.get("detect_series"), query, evidence, caveats)
     cap = results.get("caption_changes")
-    if cap and not (n == 0 and unknown):  # "no change" captions would contradict "cannot tell"
+    if cap and n > 0:  # with nothing found the caption only restates "No ..." (or contradicts "cannot tell")
         text += " " + cap[1]["caption"]
     maps = dict(results["render_map"][1]["maps"]) if "render_map" in results else {}
     if "detect_series" in results:

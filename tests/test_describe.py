@@ -241,6 +241,19 @@ def test_filter_by_sector_bbox_classes_and_size(demo, demo_regions):
     assert len(describe.filter_regions(demo_regions, ChangeQuery(to_classes=["water"]), grid)) == len(demo_regions)
 
 
+def test_same_class_at_both_dates_is_no_appearance_except_built_up(demo, demo_regions):
+    """Real demo regions given one class at both dates: water -> water ("class unchanged") is not water lost, so a
+    question with a direction leaves it out; built-up -> built-up stays (new buildings inside built-up land)."""
+    grid = demo["grid"]
+    for cls, kept in (("water", False), ("tree", False), ("built_up", True)):
+        code = np.full(demo["ref"].shape, VOCABULARY.index(cls), np.uint8)
+        regs = describe.assign_transitions(demo_regions, code, code, grid=grid)
+        assert regs and all(r.from_class == r.to_class == cls and r.how == "changed" for r in regs)
+        for query in (ChangeQuery(from_classes=[cls], direction="disappear"), ChangeQuery(to_classes=[cls], direction="appear")):
+            assert len(describe.filter_regions(regs, query, grid)) == (len(regs) if kept else 0), (cls, query.direction)
+        assert len(describe.filter_regions(regs, ChangeQuery(from_classes=[cls]), grid)) == len(regs)  # direction any
+
+
 def test_bbox_on_unreferenced_scene_is_an_input_error(levir):
     with pytest.raises(InputError, match="sector"):
         describe.filter_regions(levir["regions"], ChangeQuery(area={"kind": "bbox", "bbox": (0, 0, 1, 1)}), levir["grid"])

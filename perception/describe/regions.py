@@ -47,6 +47,10 @@ _DIRECTION_HOWS = {
     # so every transition between two different classes counts, and the class lists do the filtering.
     "convert": {"converted", "appeared", "disappeared", "changed"},
 }
+# A region with one known class at both dates ("water, class unchanged": turbid water, a field sown again) did not
+# appear, disappear or convert, so a question with a direction leaves it out. Built-up land is the exception: an
+# area that stays built-up can hold new or demolished buildings (densification), what such questions ask about.
+_SAME_CLASS_KEPT = frozenset({"built_up"})
 
 
 # ---------------------------------------------------------------- polygonising
@@ -311,6 +315,8 @@ def filter_regions(regions: list[Region], query: ChangeQuery, grid: Grid) -> lis
         if not query.wants(r.from_class, r.to_class):
             continue
         if hows is not None and r.how not in hows:
+            continue
+        if hows is not None and r.from_class == r.to_class != "unknown" and r.from_class not in _SAME_CLASS_KEPT:
             continue
         if r.area_m2 is not None and r.area_m2 < query.min_area_m2:
             continue
