@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from PIL import Image
 from rich.console import Console
 from rich.table import Table
 from scipy import ndimage
@@ -22,20 +21,15 @@ from geodelta.perception.change import objects
 from geodelta.perception.change.maskers import clean_mask
 from geodelta.perception.evaluation.datasets import LabelledPair, labelled_pairs
 from geodelta.perception.learned.siamese import BuildingMasker
-from geodelta.perception.learned.train import VAL_SPLIT
+from geodelta.perception.learned.train import held_out
 from geodelta.settings import Settings
 
 DOMAINS = ("levir", "whu", "beijing")
 MIN_PX = 16  # the product's minimum region size (DetectOptions.min_area_px)
 
 
-def _rgb(path) -> np.ndarray:
-    return np.moveaxis(np.asarray(Image.open(path).convert("RGB")), -1, 0).astype(np.float32)
-
-
 def _group(lp: LabelledPair) -> str:
-    held = lp.domain not in VAL_SPLIT or lp.name in VAL_SPLIT[lp.domain]
-    return f"{lp.domain} {'held-out' if held else 'train'}"
+    return f"{lp.domain} {'held-out' if held_out(lp) else 'train'}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     sums: dict[tuple[str, float], np.ndarray] = {}
     console = Console()
     for lp in labelled_pairs(Settings().data, [d for d in args.domains.split(",") if d], extra=True):
-        a, b = _rgb(lp.before), _rgb(lp.after)
+        a, b = (x.astype(np.float32) for x in lp.rgb())
         truth, labelled = lp.truth()
         everywhere = np.ones(truth.shape, bool)
         params = masker.fit(a.reshape(3, -1)[:, ::97], b.reshape(3, -1)[:, ::97])  # it checks shapes and roles only

@@ -19,7 +19,6 @@ import argparse
 from collections.abc import Iterator
 
 import numpy as np
-from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
@@ -27,14 +26,10 @@ from geodelta.perception.evaluation import metrics
 from geodelta.perception.evaluation.datasets import LabelledPair, labelled_pairs
 from geodelta.perception.landcover.rgb import classify_chips
 from geodelta.perception.learned.siamese import LearnedMasker
-from geodelta.perception.learned.train import VAL_SPLIT
+from geodelta.perception.learned.train import held_out
 from geodelta.settings import Settings
 
 RGB_DOMAINS = ("sztaki", "levir", "whu", "beijing")  # RGB pairs: where the RGB classifier applies
-
-
-def _rgb(path) -> np.ndarray:
-    return np.moveaxis(np.asarray(Image.open(path).convert("RGB")), -1, 0)
 
 
 def patch_probs(img: np.ndarray, patch: int) -> np.ndarray:
@@ -66,9 +61,8 @@ def variants(prob: np.ndarray, same: np.ndarray) -> Iterator[tuple[str, np.ndarr
 
 
 def _group(lp: LabelledPair) -> str:
-    """"<domain> train" or "<domain> held-out" (siamese_v3's split; Beijing was never trained on)."""
-    held = lp.domain not in VAL_SPLIT or lp.name in VAL_SPLIT[lp.domain]
-    return f"{lp.domain} {'held-out' if held else 'train'}"
+    """"<domain> train" or "<domain> held-out" (the shipped models' split; Beijing was never trained on)."""
+    return f"{lp.domain} {'held-out' if held_out(lp) else 'train'}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.max_pairs and seen.get(lp.domain, 0) >= args.max_pairs:
             continue
         seen[lp.domain] = seen.get(lp.domain, 0) + 1
-        a, b = _rgb(lp.before), _rgb(lp.after)
+        a, b = lp.rgb()
         truth, labelled = lp.truth()
         fa, fb = a.astype(np.float32), b.astype(np.float32)
         sample = slice(None, None, 97)  # every 97th pixel fits the masker (it only checks shapes and roles)

@@ -7,6 +7,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+from rich_tables import table_rows
 
 
 def _bench():
@@ -53,11 +54,7 @@ def test_bench_resolution_auto_follows_the_pixel_size(data_dir: Path) -> None:
     exe = Path(sys.executable).with_name("geodelta")
     proc = subprocess.run([str(exe), "bench", "resolution", "--methods", "cva,auto"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    rows = {}
-    for line in proc.stdout.splitlines():
-        cells = [c.strip() for c in line.strip("│ ").split("│")]
-        if len(cells) == 4 and cells[0].startswith(("sztaki", "oscd", "landsat")):
-            rows[cells[0]] = cells
+    rows = {cells[0]: cells for cells in table_rows(proc.stdout, 4) if cells[0].startswith(("sztaki", "oscd", "landsat"))}
     assert [r[3] for r in rows.values()] == ["learned", "cva", "irmad"], proc.stdout
     assert rows["oscd 10 m"][1] == rows["oscd 10 m"][2]  # auto ran cva there: the same F1
     assert all(0.0 < float(r[2]) < 1.0 for r in rows.values())
@@ -73,11 +70,7 @@ def test_bench_transitions_combines_learned_change_with_land_cover(data_dir: Pat
     proc = subprocess.run([str(exe), "bench", "transitions", "--domains", "beijing", "--patch", "128"],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    rows = {}
-    for line in proc.stdout.splitlines():
-        cells = [c.strip() for c in line.strip("│ ").split("│")]
-        if len(cells) == 5 and cells[0] == "beijing held-out":
-            rows[cells[1]] = [float(x) for x in cells[2:]]
+    rows = {cells[1]: [float(x) for x in cells[2:]] for cells in table_rows(proc.stdout, 5) if cells[0] == "beijing held-out"}
     learned = rows.pop("learned (siamese_v3 alone)")
     assert len(rows) == 8 and 0.0 < learned[2] < 1.0, proc.stdout
     for name, (p, r, f1) in rows.items():

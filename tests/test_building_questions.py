@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from PIL import Image
+from rich_tables import table_rows
 
 from geodelta.contracts import ChangeQuery, Region
 from geodelta.perception.change.auto import choose
@@ -149,11 +150,8 @@ def test_bench_buildings_through_the_console_script(data_dir: Path):
     proc = subprocess.run([GEODELTA, "bench", "buildings", "--domains", "beijing", "--means", "0,0.8"],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    rows = {}
-    for line in proc.stdout.splitlines():
-        cells = [c.strip() for c in line.strip("│ ").split("│")]
-        if len(cells) == 5 and cells[0] == "beijing held-out":
-            rows[float(cells[1])] = (float(cells[2]), float(cells[3]), [int(x) for x in cells[4].split(" / ")])
+    rows = {float(c[1]): (float(c[2]), float(c[3]), [int(x) for x in c[4].split(" / ")])
+            for c in table_rows(proc.stdout, 5) if c[0] == "beijing held-out"}
     assert set(rows) == {0.0, 0.8}, proc.stdout
     assert rows[0.8][2][0] <= rows[0.0][2][0] and rows[0.8][2][1] == rows[0.0][2][1]
     assert all(0.0 < pix < 1.0 and 0.0 <= obj <= 1.0 for pix, obj, _ in rows.values())

@@ -26,6 +26,11 @@ class LabelledPair:
     decode: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
     bands: str | None = None  # band roles to declare when the files carry none (OMBRIA: "swir1,nir,green")
 
+    def rgb(self) -> tuple[np.ndarray, np.ndarray]:
+        """Both dates' image files read whole as uint8 (3, h, w) R, G, B (the RGB benchmarks score pairs whole)."""
+        a, b = (np.moveaxis(np.asarray(Image.open(p).convert("RGB")), -1, 0) for p in (self.before, self.after))
+        return a, b
+
     def truth(self) -> tuple[np.ndarray, np.ndarray]:
         """(change bool (h, w), labelled bool (h, w)) on the BEFORE grid."""
         if self.label.suffix.lower() in (".tif", ".tiff"):

@@ -98,11 +98,10 @@ def region_classes(pair, regions: list, roles: dict[str, int], progress=None) ->
         if progress:
             progress("land cover", i + 1, len(regions))
     pa, pb = classify_chips(chips_a), classify_chips(chips_b)
-    out, counts = [], dict[str, int]()
+    out = []
     for r, p_from, p_to in zip(regions, pa, pb):
         f, t = classes[int(p_from.argmax())], classes[int(p_to.argmax())]
         conf = round(float(min(p_from.max(), p_to.max())), 3)
         out.append(r.model_copy(update={"from_class": f, "to_class": t, "how": transitions.how_of(f, t), "class_confidence": conf}))
-        counts[f"{f}->{t}"] = counts.get(f"{f}->{t}", 0) + 1
     return out, {"rule_set": "rgb-learned", "classes_known": bool(out), "caveat": CAVEAT, "roles": roles,
-                 "model": "landcover_rgb_v2", "transitions": dict(sorted(counts.items(), key=lambda kv: -kv[1]))}
+                 "model": "landcover_rgb_v2", "transitions": transitions.transition_counts(out)}

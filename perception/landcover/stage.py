@@ -29,11 +29,8 @@ def landcover_stage(pair: AlignedPair, regions: list[Region], *, tile: int = 102
     out, info = _classes(pair, regions, tile, progress)
     if is_building_mask(change_params) and info.get("classes_known"):
         out, counts = building_change_classes(out)
-        counted: dict[str, int] = {}
-        for r in out:
-            counted[f"{r.from_class}->{r.to_class}"] = counted.get(f"{r.from_class}->{r.to_class}", 0) + 1
         info = info | {"building_change": counts, "caveat": " ".join(filter(None, (info.get("caveat"), BUILDING_CAVEAT))),
-                       "transitions": dict(sorted(counted.items(), key=lambda kv: -kv[1]))}
+                       "transitions": transitions.transition_counts(out)}
     return out, info
 
 

@@ -6,6 +6,8 @@ describer (corine_ch/SOURCE.md).
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 
 from geodelta.contracts import Region
@@ -25,6 +27,11 @@ def how_of(from_class: str, to_class: str) -> str:
     if from_class in _OBJECT_LIKE and to_class not in _OBJECT_LIKE:
         return "disappeared"
     return "converted"
+
+
+def transition_counts(regions: list[Region]) -> dict[str, int]:
+    """Regions per "from->to" transition, most frequent first (the land-cover tool's `transitions`)."""
+    return dict(Counter(f"{r.from_class}->{r.to_class}" for r in regions).most_common())
 
 
 class TransitionHistogram:

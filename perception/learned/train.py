@@ -35,6 +35,13 @@ VAL_SPLIT: dict[str, set[str]] = {
     "oscd": {"aguasclaras", "rennes"},
     "landsat": {"taizhou"},
 }
+
+
+def held_out(lp: LabelledPair) -> bool:
+    """True for a scene the shipped change models never trained on: in VAL_SPLIT, or of a domain they did not train on."""
+    return lp.domain not in TRAIN_DOMAINS or lp.name in VAL_SPLIT.get(lp.domain, set())
+
+
 POS_WEIGHT = 3.0  # BCE weight of change pixels (about 5-15 % of labelled pixels are change)
 SCALE_RANGE = (0.25, 2.0)  # random rescale factor (log-uniform); 0.25 beat 0.5 on every held-out domain (v3 vs v2)
 
