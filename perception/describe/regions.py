@@ -39,7 +39,7 @@ from geodelta.perception.landcover.transitions import TransitionHistogram
 GEOMETRY_CHUNK = 10_000  # regions whose polygons are simplified and converted together (regions_from_pieces)
 _GEOD = Geod(ellps="WGS84")
 # Classes whose arrival reads as "something appeared" (and whose loss as "disappeared").
-# ChangeQuery.direction -> the `how` values it keeps ("changed" = classes unknown: always kept).
+# ChangeQuery.direction -> the `how` values it keeps ("changed": classes unknown, kept; or one class at both dates, see below).
 _DIRECTION_HOWS = {
     "appear": {"appeared", "expanded", "changed"},
     "disappear": {"disappeared", "shrank", "changed"},
