@@ -33,12 +33,14 @@ def _worker_settings() -> tuple:
 
     import dask
 
-    return dask.config.get("distributed.worker.profile.enabled"), os.environ.get("GEODELTA_THREADS")
+    return (dask.config.get("distributed.worker.profile.enabled"), os.environ.get("GEODELTA_THREADS"),
+            os.environ.get("MALLOC_TRIM_THRESHOLD_"))
 
 
 def test_local_cluster_workers_run_one_thread_without_the_profiler(client) -> None:
-    """The workers GeoDelta starts: one library thread each, and no stack-sampling profiler (engines.WORKER_CONFIG)."""
-    assert set(client.run(_worker_settings).values()) == {(False, "1")}
+    """The workers GeoDelta starts: one library thread each, no stack-sampling profiler (engines.WORKER_CONFIG), and
+    glibc's dynamic mmap threshold left on (no MALLOC_TRIM_THRESHOLD_, engines.DROPPED_WORKER_ENV)."""
+    assert set(client.run(_worker_settings).values()) == {(False, "1", None)}
 
 
 def _read(path: Path) -> tuple[np.ndarray, dict]:
