@@ -91,6 +91,10 @@ def detect(
     quiet: Quiet = False,
 ) -> None:
     """Find where the land changed between two images (or along a time series) and write maps, regions and a summary."""
+    if engine == "dask" and not scheduler:  # the local workers' fork server imports while this process does
+        from geodelta.perception.change import local_cluster
+
+        local_cluster.prestart()
     from geodelta.perception.pipeline.detect import run_detect
 
     if len(images) < 2:

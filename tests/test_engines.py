@@ -16,6 +16,7 @@ from geodelta.perception.change import engines
 from geodelta.perception.change import maskers as change
 from geodelta.perception.io.reader import open_pair
 from geodelta.perception.pipeline.detect import detect_stage
+from geodelta.perception.render import cog
 
 runner = CliRunner()
 
@@ -46,7 +47,7 @@ def test_local_cluster_workers_run_one_thread_without_the_profiler(client) -> No
 def _read(path: Path) -> tuple[np.ndarray, dict]:
     with rasterio.open(path) as src:
         return src.read(1), {"crs": src.crs, "transform": src.transform, "shape": src.shape, "dtype": src.dtypes[0],
-                             "nodata": src.nodata, "tiled": src.profile.get("tiled"), "compress": src.compression}
+                             "nodata": src.nodata, "scales": src.scales}
 
 
 def test_dask_equals_local_on_the_landsat_pair(demo_pair, tmp_path: Path, client) -> None:
@@ -67,6 +68,11 @@ def test_dask_equals_local_on_the_landsat_pair(demo_pair, tmp_path: Path, client
     assert n_diff == 0
     assert 0 < (lc == 1).sum() == local[0]
     assert np.array_equal(_read(tmp_path / "lp.tif")[0], _read(tmp_path / "dp.tif")[0])
+    # the dask outputs are VRTs over one tile file per window, which remove_work deletes with them
+    with rasterio.open(tmp_path / "d.tif") as src:
+        assert src.driver == "VRT" and len(src.files) == 1 + 16
+    engines.remove_work((tmp_path / "d.tif", tmp_path / "dp.tif"))
+    assert not any(p.name.startswith("d") for p in tmp_path.iterdir())
 
 
 def test_detect_stage_dask_equals_local_on_naip_warped_pair(data_dir: Path, tmp_path: Path, client) -> None:
@@ -78,6 +84,11 @@ def test_detect_stage_dask_equals_local_on_naip_warped_pair(data_dir: Path, tmp_
     a, b = _read(local.change_tif)[0], _read(dask.change_tif)[0]
     print(f"naip: {int((a != b).sum())} differing change pixels of {a.size}")
     assert np.array_equal(a, b)
+    # the COGs made from the dask engine's VRTs: the same grid, band scale and score values as the local engine's
+    assert _read(local.change_tif)[1] == _read(dask.change_tif)[1]
+    (lp, lpmeta), (dp, dpmeta) = _read(local.prob_tif), _read(dask.prob_tif)
+    assert lpmeta == dpmeta and lpmeta["scales"] == (cog.PROB_SCALE,) and np.array_equal(lp, dp)
+    assert cog.cog_layout_errors(dask.prob_tif) == [] and cog.cog_layout_errors(dask.change_tif) == []
     assert (local.changed_px, local.valid_px) == (dask.changed_px, dask.valid_px)
     assert len(local.regions) == len(dask.regions) > 0
     # dask polygonises on its workers (pieces stitched on the driver), local from change.tif: the same regions

@@ -7,17 +7,16 @@ by window on the pair's grid, ZSTD level 1 (the COG rewrite compresses them prop
 algorithm exists once; engines only decide where windows run and how results reach the files.
 
 - `local`: a pool of threads in this process (the default; peak memory follows `tile` x threads).
-- `dask`: a `dask.array` whose blocks are delayed halo reads of the same windows, stored block-wise
-  into the two tiled GeoTIFFs through `dask.array.store`, one `distributed.Lock` per file, on a
-  `dask.distributed` cluster (an existing scheduler, or a LocalCluster of `workers` processes). No
-  process ever holds the scene: the driver holds only per-block counts.
+- `dask`: one task per window (`dask_window`) on a `dask.distributed` cluster (an existing scheduler, or a
+  LocalCluster of `workers` processes, see local_cluster.py). Each task writes its window to its own tile
+  files (no lock, no shared file) and polygonises it; the driver writes a VRT over the tiles at each output
+  path and stitches the polygon pieces. No process ever holds the scene.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,7 +31,9 @@ from rasterio.windows import Window
 from geodelta.contracts import NODATA_U8, Progress
 from geodelta.errors import InputError
 from geodelta.perception.change import maskers as change
+from geodelta.perception.change import local_cluster
 from geodelta.perception.describe.pieces import CHANGE, PieceCollector, window_pieces
+from geodelta.perception.io import tile_mosaic
 from geodelta.perception.io.grid import Grid
 from geodelta.perception.io.rasters import reader_warnings_held
 from geodelta.perception.io.reader import AlignedPair
@@ -82,12 +83,6 @@ def _open_out(path: Path, grid: Grid, dtype: str, nodata: float | None, *, prob:
     if prob:
         ds.scales, ds.offsets = (cog.PROB_SCALE,), (0.0,)
     return ds
-
-
-def _create(path: Path, grid: Grid, dtype: str, nodata: float | None, prob: bool = False) -> None:
-    """An empty engine output on `grid` (sparse: blocks are written later, each once)."""
-    with _open_out(path, grid, dtype, nodata, prob=prob, sparse_ok=True):
-        pass
 
 
 # ---------------------------------------------------------------- local
@@ -187,71 +182,33 @@ def run_local(pair: AlignedPair, masker: change.ChangeMasker, params: dict, out_
 # ---------------------------------------------------------------- dask
 
 
-class RasterTarget:
-    """`target[rows, cols] = block` writes that window of a GeoTIFF, from any worker process.
+def tile_folders(out_paths: OutPaths) -> tuple[Path, Path]:
+    """Where the dask engine's tasks write the window tiles of each output (beside it, so a shared output
+    folder is all a multi-machine cluster needs)."""
+    return tuple(Path(p).with_name(f"{Path(p).name}.tiles") for p in out_paths)  # type: ignore[return-value]
 
-    Picklable (only the path and a lock name travel), so any worker process can write. Each file has
-    its own `distributed.Lock` (GDAL must not update one compressed file from two processes at once),
-    so one worker's change.tif block and another's change_prob.tif block are written at the same time."""
 
-    def __init__(self, path: Path, shape: tuple[int, int], dtype: str, lock_name: str | None = None):
-        self.path, self.shape, self.dtype = Path(path), shape, np.dtype(dtype)
-        self.ndim = 2
-        self.lock_name = lock_name
+def remove_work(out_paths: OutPaths) -> None:
+    """Delete what an engine wrote for `out_paths`: the files, and the dask engine's tile folders."""
+    import shutil
 
-    def __setitem__(self, key: tuple[slice, slice], value: np.ndarray) -> None:
-        rows, cols = key
-        win = Window(cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start)
-        block = np.asarray(value, dtype=self.dtype)
-        if self.lock_name is None:
-            self._write(win, block)
-            return
-        from dask.distributed import Lock
-
-        with Lock(self.lock_name):
-            self._write(win, block)
-
-    def _write(self, win: Window, block: np.ndarray) -> None:
-        with rasterio.open(self.path, "r+") as dst:
-            dst.write(block, 1, window=win)
+    for path, folder in zip(out_paths, tile_folders(out_paths)):
+        Path(path).unlink(missing_ok=True)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def dask_window(pair: AlignedPair, masker: change.ChangeMasker, params: dict, read_win: Window, core_win: Window,
-                core: tuple[slice, slice], min_pixels: int, targets: tuple[RasterTarget, RasterTarget]) -> tuple:
-    """One block task on a worker: score the window, write its change and score blocks, polygonise it.
+                core: tuple[slice, slice], min_pixels: int, folders: tuple[Path, Path]) -> tuple:
+    """One block task on a worker: score the window, write its change and score tiles, polygonise it.
 
     Returns (changed_px, valid_px, whole pieces, border pieces): the driver only stitches the pieces
     (describe/pieces.py), so polygonising runs on the workers, in parallel, beside the scoring."""
     out, prob = change_window(pair, masker, params, read_win, core, min_pixels)
-    r0, c0 = int(core_win.row_off), int(core_win.col_off)
-    key = (slice(r0, r0 + out.shape[0]), slice(c0, c0 + out.shape[1]))
-    targets[0][key] = out
-    targets[1][key] = prob
+    tile_mosaic.write_tile(folders[0], pair.grid, core_win, out, NODATA_U8)
+    tile_mosaic.write_tile(folders[1], pair.grid, core_win, prob, None)
+    c0, r0 = int(core_win.col_off), int(core_win.row_off)
     whole, border = window_pieces(out == CHANGE, prob, c0, r0, pair.grid.width, pair.grid.height)
     return (*_counts(out), whole, border)
-
-
-# Environment of LocalCluster worker processes (read at their start, before numpy loads OpenBLAS).
-WORKER_THREAD_ENV = {"GEODELTA_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-# Dask config of the LocalCluster's workers (a Nanny hands its config to the worker it starts): no statistical
-# profiler, which samples every thread's stack every 10 ms for a dashboard we do not serve; a window task took
-# ~10 % longer with it (4000 px NAIP mosaic, 2 workers).
-WORKER_CONFIG: dict[str, Any] = {"distributed.worker.profile.enabled": False}
-# Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536 (distributed.nanny.pre-spawn-environ). Setting any glibc
-# malloc threshold turns off glibc's dynamic mmap threshold, so every array over 128 KiB (a window's 4 MB float
-# temporaries) is a fresh mmap: page faults and zeroing on each use. Measured on the 4000 px NAIP mosaic, 2
-# workers: a window's score 227 -> 171 ms without it (a plain process: 175-200 ms). We free memory ourselves
-# (heap.trim after the big stages), so the workers start without it.
-DROPPED_WORKER_ENV = ("MALLOC_TRIM_THRESHOLD_",)
-
-
-def _worker_config() -> dict[str, Any]:
-    """WORKER_CONFIG plus Dask's pre-spawn environment less DROPPED_WORKER_ENV (read now: a user's config stays)."""
-    import dask
-
-    env = dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {}
-    return WORKER_CONFIG | {"distributed.nanny.pre-spawn-environ":
-                            {k: v for k, v in env.items() if k not in DROPPED_WORKER_ENV}}
 
 
 def _client(scheduler: str | None, workers: int | None, client: Any | None):
@@ -270,13 +227,12 @@ def _client(scheduler: str | None, workers: int | None, client: Any | None):
     if n < 1:
         raise InputError(f"--workers must be >= 1, got {workers}")
     # No dashboard; the scheduler's small HTTP health server binds 127.0.0.1 too (8787, or any free port).
-    # Each worker process runs one task at a time, so the libraries inside it get one thread too: with their
-    # defaults (onnxruntime and OpenBLAS one thread per CPU) 2 workers ran 4 busy threads on 2 CPUs.
+    # The workers' threads, environment and start method: local_cluster.py.
     import dask
 
-    with dask.config.set(_worker_config()):
+    with dask.config.set(local_cluster.worker_config()):
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                               dashboard_address=None, env=dict(WORKER_THREAD_ENV))
+                               dashboard_address=None, env=dict(local_cluster.WORKER_THREAD_ENV))
     return Client(cluster), cluster
 
 
@@ -357,23 +313,22 @@ def run_dask(pair: AlignedPair, masker: change.ChangeMasker, params: dict, out_p
 
     `scheduler`: address of a running scheduler (tcp://HOST:PORT); else a LocalCluster of `workers`
     worker processes (default: one per CPU) on 127.0.0.1, closed afterwards; or an open `client`.
-    `collector` receives every window's polygon pieces, made on the workers. Output paths must be visible
-    to every worker (a shared file system on a multi-machine cluster)."""
+    `collector` receives every window's polygon pieces, made on the workers. The tasks write tiles into
+    `tile_folders(out_paths)`, which must be visible to every worker (a shared file system on a multi-machine
+    cluster); each output path then holds a VRT over its tiles (GDAL opens it whatever its name says).
+    `remove_work(out_paths)` deletes both."""
     import dask
     from dask.distributed import as_completed
 
     grid = pair.grid
     windows = list(iter_windows(grid, tile, halo=change.HALO))
-    _create(Path(out_paths[0]), grid, "uint8", NODATA_U8)
-    _create(Path(out_paths[1]), grid, "uint8", None, prob=True)
-    run = uuid.uuid4().hex
-    targets = (RasterTarget(out_paths[0], grid.shape, "uint8", f"geodelta-write-{run}-change"),
-               RasterTarget(out_paths[1], grid.shape, "uint8", f"geodelta-write-{run}-prob"))
+    folders = tile_folders(out_paths)
+    remove_work(out_paths)  # tiles of an earlier run must not mix with this one's
 
     # One graph node per object so each worker unpickles the pair (and its open readers) once.
-    pair_d, masker_d, params_d, targets_d = (dask.delayed(o, pure=True, traverse=False) for o in (pair, masker, params, targets))
+    pair_d, masker_d, params_d, folders_d = (dask.delayed(o, pure=True, traverse=False) for o in (pair, masker, params, folders))
     task = dask.delayed(dask_window, pure=True)
-    graph = [task(pair_d, masker_d, params_d, read_win, core_win, core, min_pixels, targets_d)
+    graph = [task(pair_d, masker_d, params_d, read_win, core_win, core, min_pixels, folders_d)
              for read_win, core_win, core in windows]
     changed = valid_total = 0
     with dask_client(scheduler, workers, client) as cl:
@@ -387,6 +342,9 @@ def run_dask(pair: AlignedPair, masker: change.ChangeMasker, params: dict, out_p
             fut.release()
             if progress:
                 progress("change", done, len(futures))
+    cores = [core_win for _, core_win, _ in windows]
+    tile_mosaic.write_vrt(Path(out_paths[0]), grid, folders[0], cores, "uint8", NODATA_U8)
+    tile_mosaic.write_vrt(Path(out_paths[1]), grid, folders[1], cores, "uint8", None, scale=cog.PROB_SCALE)
     return changed, valid_total
 
 

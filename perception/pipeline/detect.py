@@ -140,8 +140,7 @@ def detect_stage(
     finally:
         for thread in closing:
             thread.join()
-        for path in work:
-            path.unlink(missing_ok=True)
+        engines.remove_work(work)
     return Detection(out_dir, grid, options.method, params, change_tif, prob_tif, regions, changed, valid_total,
                      timings, options)
 
