@@ -30,8 +30,8 @@ from rasterio.windows import Window
 
 from geodelta.contracts import NODATA_U8, Progress
 from geodelta.errors import InputError
-from geodelta.perception.change import maskers as change
 from geodelta.perception.change import local_cluster
+from geodelta.perception.change import maskers as change
 from geodelta.perception.describe.pieces import CHANGE, PieceCollector, window_pieces
 from geodelta.perception.io import tile_mosaic
 from geodelta.perception.io.grid import Grid
