@@ -18,7 +18,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from geodelta.contracts import DetectOptions
 from geodelta.errors import GeoDeltaError, ToolInputError
 from geodelta.settings import Settings
 
@@ -145,8 +144,7 @@ class McpService:
             key = json.dumps([str(b), str(a), method, min_area_m2, aoi])
             out = self.settings.out / ("mcp_detect_" + hashlib.sha256(key.encode()).hexdigest()[:12])
             cb = (lambda stage, done, total: progress(f"{stage} {done}/{total}")) if progress else None
-            summary = run_detect(b, a, out, DetectOptions(method=method, min_area_m2=min_area_m2, tile=self.settings.tile_size,
-                                                     device=self.settings.device), aoi=(aoi[0], aoi[1], aoi[2], aoi[3]) if aoi else None, progress=cb)
+            summary = run_detect(b, a, out, self.settings.detect_options(method=method, min_area_m2=min_area_m2), aoi=(aoi[0], aoi[1], aoi[2], aoi[3]) if aoi else None, progress=cb)
             regions = summary.pop("regions")
             summary["n_regions"] = len(regions)
             summary["outputs"] = {k: str(out / v) for k, v in summary["outputs"].items()} | {"summary": str(out / "summary.json")}

@@ -185,14 +185,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--keep", action="store_true", help="keep the workdir (reuse the mosaic next time)")
     ap.add_argument("--geodelta", type=Path, default=Path(sys.executable).with_name("geodelta"),
                     help="the geodelta script to time (default: this environment's; another venv's for a before/after)")
-    ap.add_argument("--gdal-cache-mb", type=int, default=256,
-                    help="GDAL block cache per process (MiB; GDAL's default is 5%% of RAM, which dominates peak RSS)")
+    ap.add_argument("--gdal-cache-mb", type=int, default=None,
+                    help="set GDAL_CACHEMAX (MiB) for every process; default: not set, as a user runs detect "
+                         "(which then bounds its own block cache: DetectOptions.gdal_cache_mb)")
     ap.add_argument("--floor", metavar="BEFORE AFTER OUT", nargs=3, type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.floor:  # the floor, in its own process (so its RSS and imports are its own)
         floor_pass(*args.floor, tile=args.tile)
         return
-    env = dict(os.environ, GDAL_CACHEMAX=str(args.gdal_cache_mb))  # read by GDAL in every process it starts
+    env = {k: v for k, v in os.environ.items() if k != "GDAL_CACHEMAX"}  # what a user's shell has, by default
+    if args.gdal_cache_mb is not None:
+        env["GDAL_CACHEMAX"] = str(args.gdal_cache_mb)  # read by GDAL in every process it starts
 
     data = Settings().data
     if not (data / "naip" / NAIP[0]).is_file():
@@ -208,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
         n_tiles = (-(-args.size // args.tile)) ** 2
         print(f"mosaic {args.size} x {args.size} px x 4 bands x 2 dates ({mp:,.0f} MP) in {work} "
               f"({time.perf_counter() - t0:.1f} s; {_mib(before.stat().st_size)} + {_mib(after.stat().st_size)} MiB)", flush=True)
-        print(f"tile {args.tile} px ({n_tiles} tiles), GDAL_CACHEMAX {args.gdal_cache_mb} MiB, "
+        print(f"tile {args.tile} px ({n_tiles} tiles), GDAL_CACHEMAX {args.gdal_cache_mb or 'not set'} (MiB), "
               f"{len(os.sched_getaffinity(0))} CPUs, geodelta = {args.geodelta}", flush=True)
 
         floor_dir = work / "floor"

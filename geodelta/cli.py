@@ -102,13 +102,13 @@ def detect(
     if engine != "dask" and (scheduler or workers):
         raise InputError("--scheduler and --workers need --engine dask")
     engine_opts = {k: v for k, v in {"scheduler": scheduler, "workers": workers}.items() if v is not None}
-    from geodelta.contracts import DetectOptions
     from geodelta.perception.pipeline.staging import staged_output
     from geodelta.settings import Settings
 
-    settings = Settings()  # GEODELTA_DEVICE and GEODELTA_PRECISION are read here, once (perception never reads the environment)
-    options = DetectOptions(method=method, min_area_m2=min_area_m2, tile=tile, engine=engine, device=settings.device,
-                            precision=precision or settings.precision, focus=focus)
+    # GEODELTA_* (device, precision, minimum region, GDAL cache) are read here, once (perception never reads the
+    # environment); what the command line gives wins
+    options = Settings().detect_options(method=method, min_area_m2=min_area_m2, tile=tile, engine=engine,
+                                        precision=precision, focus=focus)
     kw: dict[str, Any] = {"aoi": _parse_aoi(aoi), "engine_opts": engine_opts} | ({"bands": bands} if bands else {})
     # Outputs are written into a hidden sibling folder and moved into DIR when complete (summary.json last):
     # a killed run never leaves a half-written change.tif that looks finished. Unwritable DIR fails here, first.

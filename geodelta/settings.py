@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+from geodelta.contracts import GDAL_CACHE_MB, DetectOptions
 
 _CHECKOUT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
@@ -14,6 +17,11 @@ _CHECKOUT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "dat
 def _default_data_dir() -> Path:
     """`../shared/data` next to the checkout (the workplace layout)."""
     return _CHECKOUT_DATA
+
+
+def _default_gdal_cache_mb() -> int | None:
+    """GDAL_CACHE_MB, unless the user set GDAL's own GDAL_CACHEMAX: then GDAL's setting is left to it."""
+    return None if os.environ.get("GDAL_CACHEMAX") else GDAL_CACHE_MB
 
 
 class Settings(BaseSettings):
@@ -33,6 +41,8 @@ class Settings(BaseSettings):
     min_area_m2: float = Field(default=0.0, ge=0)
     min_area_px: int = Field(default=16, ge=0, description="Drop regions smaller than this many pixels, on every "
                              "scene: speckle, not change (see DetectOptions.min_area_px).")
+    gdal_cache_mb: int | None = Field(default_factory=_default_gdal_cache_mb, ge=16, description="GDAL's block "
+                                      "cache while detecting, MiB (default 256; GDAL_CACHEMAX when that is set).")
 
     # models
     backend: str = Field(default="embedded", description="Planner: a name in the model-backend registry.")
@@ -90,3 +100,11 @@ class Settings(BaseSettings):
     @property
     def db_path(self) -> Path:
         return self.db.expanduser()
+
+    def detect_options(self, **given: Any) -> DetectOptions:
+        """DetectOptions from these settings (window size, minimum region, device, precision, GDAL cache), with
+        what the caller `given` (method, min_area_m2, focus, engine, ...) taking precedence: the CLI, the tools and
+        the MCP service build them here, so one setting reaches every entry point."""
+        base = {"min_area_px": self.min_area_px, "tile": self.tile_size, "device": self.device,
+                "precision": self.precision, "gdal_cache_mb": self.gdal_cache_mb}
+        return DetectOptions(**(base | {k: v for k, v in given.items() if v is not None}))

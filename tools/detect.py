@@ -5,7 +5,7 @@ from __future__ import annotations
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, ConfigDict, Field
 
-from geodelta.contracts import DetectOptions, Focus
+from geodelta.contracts import Focus
 from geodelta.perception.change.registry import list_maskers
 from geodelta.perception.pipeline.detect import detect_stage
 from geodelta.tools.choices import registry_choice
@@ -45,8 +45,7 @@ def make(ctx: ToolContext) -> BaseTool:
         s = ctx.settings
         # Same scene, method and settings as an earlier call of this process whose rasters are untouched:
         # the same detection (a follow-up question does not fit and score the scene again).
-        options = DetectOptions(method=method, min_area_m2=min_area_m2, min_area_px=s.min_area_px, tile=s.tile_size,
-                                device=s.device, precision=s.precision, focus=focus)
+        options = s.detect_options(method=method, min_area_m2=min_area_m2, focus=focus)
         # thumbnails: render_map (which follows in nearly every plan) draws the pair's thumbnails; they are read on
         # detect's helper thread while this one polygonises, and kept on the workspace's pair
         det = ctx.workspace.memo(("detect", scene_id, options.model_dump_json()), lambda d: (d.change_tif, d.prob_tif),

@@ -9,7 +9,6 @@ import numpy as np
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, ConfigDict, Field
 
-from geodelta.contracts import DetectOptions
 from geodelta.errors import ToolInputError
 from geodelta.perception.pipeline.series import interval_histograms, run_series
 from geodelta.tools.context import ToolContext
@@ -41,9 +40,7 @@ def make(ctx: ToolContext) -> BaseTool:
         key = json.dumps([str(p) for p in paths] + [method, min_area_m2])
         sid = "ser_" + hashlib.sha256(key.encode()).hexdigest()[:12]
         out = ctx.workspace.root / sid
-        s = run_series(paths, out, DetectOptions(method=method, min_area_m2=min_area_m2, min_area_px=ctx.settings.min_area_px,
-                                             tile=ctx.settings.tile_size, device=ctx.settings.device,
-                                             precision=ctx.settings.precision), progress=ctx.progress)
+        s = run_series(paths, out, ctx.settings.detect_options(method=method, min_area_m2=min_area_m2), progress=ctx.progress)
         fc = s["first_change"]
         intervals = [{
             "interval": iv["interval"], "start": iv["start"], "end": iv["end"],

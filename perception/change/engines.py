@@ -35,7 +35,7 @@ from geodelta.perception.change import maskers as change
 from geodelta.perception.describe.pieces import CHANGE, PieceCollector, window_pieces
 from geodelta.perception.io import tile_mosaic
 from geodelta.perception.io.grid import Grid
-from geodelta.perception.io.rasters import reader_warnings_held
+from geodelta.perception.io.rasters import block_cache, reader_warnings_held
 from geodelta.perception.io.reader import AlignedPair
 from geodelta.perception.io.tiling import iter_windows
 from geodelta.perception.render import cog
@@ -198,12 +198,14 @@ def remove_work(out_paths: OutPaths) -> None:
 
 
 def dask_window(pair: AlignedPair, masker: change.ChangeMasker, params: dict, read_win: Window, core_win: Window,
-                core: tuple[slice, slice], min_pixels: int, folders: tuple[Path, Path]) -> tuple:
-    """One block task on a worker: score the window, write its change and score tiles, polygonise it.
+                core: tuple[slice, slice], min_pixels: int, folders: tuple[Path, Path], cache_mb: int | None = None) -> tuple:
+    """One block task on a worker: score the window, write its change and score tiles, polygonise it, with
+    GDAL's block cache bounded to `cache_mb` in the worker (DetectOptions.gdal_cache_mb).
 
     Returns (changed_px, valid_px, whole pieces, border pieces): the driver only stitches the pieces
     (describe/pieces.py), so polygonising runs on the workers, in parallel, beside the scoring."""
-    out, prob = change_window(pair, masker, params, read_win, core, min_pixels)
+    with block_cache(cache_mb):
+        out, prob = change_window(pair, masker, params, read_win, core, min_pixels)
     tile_mosaic.write_tile(folders[0], pair.grid, core_win, out, NODATA_U8)
     tile_mosaic.write_tile(folders[1], pair.grid, core_win, prob, None)
     c0, r0 = int(core_win.col_off), int(core_win.row_off)
@@ -308,7 +310,8 @@ def started(engine: str, engine_opts: dict | None = None, masker: Any | None = N
 
 def run_dask(pair: AlignedPair, masker: change.ChangeMasker, params: dict, out_paths: OutPaths, tile: int = 1024,
              progress: Progress | None = None, *, min_pixels: int = 0, scheduler: str | None = None,
-             workers: int | None = None, client: Any | None = None, collector: PieceCollector | None = None) -> tuple[int, int]:
+             workers: int | None = None, client: Any | None = None, collector: PieceCollector | None = None,
+             cache_mb: int | None = None) -> tuple[int, int]:
     """The same windows as `run_local`, one task each on a distributed cluster (`dask_window`).
 
     `scheduler`: address of a running scheduler (tcp://HOST:PORT); else a LocalCluster of `workers`
@@ -316,7 +319,7 @@ def run_dask(pair: AlignedPair, masker: change.ChangeMasker, params: dict, out_p
     `collector` receives every window's polygon pieces, made on the workers. The tasks write tiles into
     `tile_folders(out_paths)`, which must be visible to every worker (a shared file system on a multi-machine
     cluster); each output path then holds a VRT over its tiles (GDAL opens it whatever its name says).
-    `remove_work(out_paths)` deletes both."""
+    `remove_work(out_paths)` deletes both. `cache_mb`: GDAL's block cache in the workers while a task reads."""
     import dask
     from dask.distributed import as_completed
 
@@ -328,7 +331,7 @@ def run_dask(pair: AlignedPair, masker: change.ChangeMasker, params: dict, out_p
     # One graph node per object so each worker unpickles the pair (and its open readers) once.
     pair_d, masker_d, params_d, folders_d = (dask.delayed(o, pure=True, traverse=False) for o in (pair, masker, params, folders))
     task = dask.delayed(dask_window, pure=True)
-    graph = [task(pair_d, masker_d, params_d, read_win, core_win, core, min_pixels, folders_d)
+    graph = [task(pair_d, masker_d, params_d, read_win, core_win, core, min_pixels, folders_d, cache_mb)
              for read_win, core_win, core in windows]
     changed = valid_total = 0
     with dask_client(scheduler, workers, client) as cl:

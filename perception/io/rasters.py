@@ -8,6 +8,7 @@ mask comes from the dataset mask (nodata / mask band / alpha), the warp's alpha 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import warnings
@@ -200,6 +201,15 @@ def _read_onto(path: Path, indexes: list[int], target: Grid, window: Window, res
         return vrt.read(list(indexes), window=window), vrt.dataset_mask(window=window) > 0
     data = vrt.read(list(indexes) + [alpha], window=window)
     return data[:-1], data[-1] > 0
+
+
+def block_cache(mb: int | None) -> contextlib.AbstractContextManager:
+    """GDAL's block cache bounded to `mb` MiB while the block runs (None: left as it is). The cache is one per
+    process: rasterio's Env sets it with GDALSetCacheMax, so it holds for every thread, even once GDAL has
+    read blocks (measured: 8 reads of 8192 x 2048 px x 4 bands grew RSS by 576 MB at the default, 127 MB under
+    a 64 MiB cache, the rest being the arrays read)."""
+    # rasterio passes the number to GDALSetCacheMax64, so in bytes (GDAL_CACHEMAX=256 would be a 256-byte cache)
+    return contextlib.nullcontext() if mb is None else rasterio.Env(GDAL_CACHEMAX=int(mb) * 2**20)
 
 
 @contextmanager

@@ -26,7 +26,7 @@ from geodelta.perception.describe import caption as captioning
 from geodelta.perception.describe import regions as describe
 from geodelta.perception.describe.pieces import PieceCollector
 from geodelta.perception.io.grid import Grid
-from geodelta.perception.io.rasters import reader_warnings_held
+from geodelta.perception.io.rasters import block_cache, reader_warnings_held
 from geodelta.perception.io.reader import AlignedPair, ImageSource, open_pair
 from geodelta.perception.render import cog, webmap
 from geodelta.perception.render import outputs as render
@@ -77,7 +77,14 @@ def detect_stage(
     `options.masker_opts` go to the masker (e.g. `weights` of the learned model), `options.device`
     (auto|cpu|cuda) to maskers that run a torch model (learned, auto): passed down, never read from the environment.
     `thumbnails`: also read the pair's render thumbnails (pair.rgb) while polygonising, for a render that follows.
+    GDAL's block cache is bounded to `options.gdal_cache_mb` meanwhile (contracts.GDAL_CACHE_MB says why).
     """
+    with block_cache(options.gdal_cache_mb):
+        return _detect_stage(pair, out_dir, options, progress, engine_opts, thumbnails)
+
+
+def _detect_stage(pair: AlignedPair, out_dir: Path, options: DetectOptions, progress: Progress | None,
+                  engine_opts: dict | None, thumbnails: bool) -> Detection:
     out_dir.mkdir(parents=True, exist_ok=True)
     grid = pair.grid
     masker = _masker(pair, options)
@@ -115,7 +122,9 @@ def detect_stage(
             opts = resolve()
             timings["engine_start_s"] = time.perf_counter() - t0  # waiting for the cluster after the fit
             t0 = time.perf_counter()
-            changed, valid_total = run_change(pair, masker, params, work, options.tile, progress,
+            # an engine with its own processes bounds their caches too (dask: on the workers, per task)
+            cache = {"cache_mb": options.gdal_cache_mb} if "cache_mb" in inspect.signature(run_change).parameters else {}
+            changed, valid_total = run_change(pair, masker, params, work, options.tile, progress, **cache,
                                               min_pixels=min(min_px, MAX_TILE_MIN_PIXELS),
                                               **opts, **({"collector": collector} if collector is not None else {}))
             timings["score_s"] = time.perf_counter() - t0
