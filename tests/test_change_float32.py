@@ -1,5 +1,5 @@
-"""The float32 IR-MAD scoring path (issue 15 item 8) against the float64 reference order on real pairs:
-standardise each band, smooth each band, then project, in float64."""
+"""The float32 IR-MAD and CVA scoring paths (issue 15 item 8) against the float64 reference order on real pairs:
+standardise each band, smooth each band, then project (IR-MAD) or take the difference's length (CVA), in float64."""
 
 from __future__ import annotations
 
@@ -44,6 +44,29 @@ def test_float32_statistic_matches_the_float64_reference(data_dir, folder) -> No
     near = np.abs(ref - params["threshold"]) < 1e-3 * params["threshold"]  # within float32 rounding of it
     assert np.array_equal(decided[~near], ref_decided[~near])
     assert ref_decided.sum() > 100  # the window has real change
+
+
+@pytest.mark.parametrize("folder", ["demo", "naip"])
+def test_cva_float32_magnitude_matches_the_float64_reference(data_dir, folder) -> None:
+    files = sorted((data_dir / folder).glob("*.tif"))[:2]
+    pair = open_pair(files[0], files[1])
+    m = change.get_masker("cva")
+    params = m.fit(*pair.sample())
+    win = Window(0, 0, min(pair.grid.width, 700), min(pair.grid.height, 700))
+    a, b, valid = pair.read(win)
+    valid[:40, :40] = False
+    a64, b64, valid = change._window(a, b, valid)
+    keep = params["keep"]
+    x = change._standardise(a64, params["centre_a"], params["scale_a"], keep)
+    y = change._standardise(b64, params["centre_b"], params["scale_b"], keep)
+    ref = np.where(valid, np.sqrt(((y - x) ** 2).sum(0)), 0.0)
+    got = change._cva_magnitude(*change._window32(a, b, valid), params)
+    assert got.dtype == np.float32 and np.all(got[~valid] == 0)
+    assert (np.abs(got - ref) / np.maximum(ref, 1.0)).max() < 1e-5
+    decided = m.score(a, b, valid, params) >= 0.5
+    near = np.abs(ref - params["threshold"]) < 1e-4 * params["threshold"]
+    assert np.array_equal(decided[~near], (valid & (ref >= params["threshold"]))[~near])
+    assert decided.sum() > 100
 
 
 def test_hill_score_pins_the_decision_and_zeroes_nodata() -> None:

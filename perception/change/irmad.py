@@ -23,6 +23,7 @@ from geodelta.perception.change.maskers import (
     _check_pair,
     _robust_stats,
     _standardise,
+    _window32,
     hill_score,
     register_masker,
 )
@@ -31,20 +32,6 @@ from geodelta.perception.change.maskers import (
 # covariance below this fraction of its largest eigenvalue are dropped (pseudo-inverse), so
 # constant or collinear bands (OSCD B10 cirrus, duplicated channels) cannot make CCA singular.
 _EIG_FLOOR = 1e-6
-
-
-def _window32(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`_window` without the float64 copies: float32 a, b (B, h, w) as given when already float32."""
-    a = np.asarray(a, dtype=np.float32)
-    b = np.asarray(b, dtype=np.float32)
-    if a.ndim != 3 or a.shape != b.shape:
-        raise InputError(f"the two dates must be arrays of the same shape with 3 axes (bands first); got {a.shape} and {b.shape}")
-    if a.shape[0] < 1:
-        raise InputError("the images have no bands")
-    valid = np.asarray(valid, bool)
-    if valid.shape != a.shape[1:]:
-        raise InputError(f"the valid mask {valid.shape} must match the window {a.shape[1:]}")
-    return a, b, valid & np.isfinite(a).all(0) & np.isfinite(b).all(0)
 
 
 def _project(z: np.ndarray, coef: np.ndarray) -> np.ndarray:
