@@ -24,15 +24,20 @@ def _reference_statistic(a, b, valid, params) -> np.ndarray:
     return np.where(valid, z.reshape(valid.shape), 0.0)
 
 
-@pytest.mark.parametrize("folder", ["demo", "naip"])
-def test_float32_statistic_matches_the_float64_reference(data_dir, folder) -> None:
+def _fitted_window(data_dir, folder: str, method: str) -> tuple:
+    """(masker, params, a, b, valid) of a real pair's first 700 px window, with a 40 px hole of nodata."""
     files = sorted((data_dir / folder).glob("*.tif"))[:2]
     pair = open_pair(files[0], files[1])
-    m = change.get_masker("irmad")
+    m = change.get_masker(method)
     params = m.fit(*pair.sample())
-    win = Window(0, 0, min(pair.grid.width, 700), min(pair.grid.height, 700))
-    a, b, valid = pair.read(win)
+    a, b, valid = pair.read(Window(0, 0, min(pair.grid.width, 700), min(pair.grid.height, 700)))
     valid[:40, :40] = False  # a hole of nodata: smoothing must stay normalised over valid pixels
+    return m, params, a, b, valid
+
+
+@pytest.mark.parametrize("folder", ["demo", "naip"])
+def test_float32_statistic_matches_the_float64_reference(data_dir, folder) -> None:
+    m, params, a, b, valid = _fitted_window(data_dir, folder, "irmad")
     ref = _reference_statistic(a, b, valid, params)
     got = m.statistic(a, b, valid, params)
     assert got.dtype == np.float32 and got.shape == ref.shape
@@ -48,13 +53,7 @@ def test_float32_statistic_matches_the_float64_reference(data_dir, folder) -> No
 
 @pytest.mark.parametrize("folder", ["demo", "naip"])
 def test_cva_float32_magnitude_matches_the_float64_reference(data_dir, folder) -> None:
-    files = sorted((data_dir / folder).glob("*.tif"))[:2]
-    pair = open_pair(files[0], files[1])
-    m = change.get_masker("cva")
-    params = m.fit(*pair.sample())
-    win = Window(0, 0, min(pair.grid.width, 700), min(pair.grid.height, 700))
-    a, b, valid = pair.read(win)
-    valid[:40, :40] = False
+    m, params, a, b, valid = _fitted_window(data_dir, folder, "cva")
     a64, b64, valid = change._window(a, b, valid)
     keep = params["keep"]
     x = change._standardise(a64, params["centre_a"], params["scale_a"], keep)
