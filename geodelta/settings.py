@@ -103,8 +103,8 @@ class Settings(BaseSettings):
 
     def detect_options(self, **given: Any) -> DetectOptions:
         """DetectOptions from these settings (window size, minimum region, device, precision, GDAL cache), with
-        what the caller `given` (method, min_area_m2, focus, engine, ...) taking precedence: the CLI, the tools and
-        the MCP service build them here, so one setting reaches every entry point."""
+        what the caller `given` (method, min_area_m2, focus, engine, ...; None: not given) taking precedence: the
+        CLI, the tools and the MCP service build them here, so one setting reaches every entry point."""
         base = {"min_area_px": self.min_area_px, "tile": self.tile_size, "device": self.device,
                 "precision": self.precision, "gdal_cache_mb": self.gdal_cache_mb}
         return DetectOptions(**(base | {k: v for k, v in given.items() if v is not None}))

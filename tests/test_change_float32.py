@@ -59,7 +59,7 @@ def test_cva_float32_magnitude_matches_the_float64_reference(data_dir, folder) -
     x = change._standardise(a64, params["centre_a"], params["scale_a"], keep)
     y = change._standardise(b64, params["centre_b"], params["scale_b"], keep)
     ref = np.where(valid, np.sqrt(((y - x) ** 2).sum(0)), 0.0)
-    got = change._cva_magnitude(*change._window32(a, b, valid), params)
+    got = change._cva_magnitude(*change._window(a, b, valid, np.float32), params)
     assert got.dtype == np.float32 and np.all(got[~valid] == 0)
     assert (np.abs(got - ref) / np.maximum(ref, 1.0)).max() < 1e-5
     decided = m.score(a, b, valid, params) >= 0.5

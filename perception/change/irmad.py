@@ -23,7 +23,7 @@ from geodelta.perception.change.maskers import (
     _check_pair,
     _robust_stats,
     _standardise,
-    _window32,
+    _window,
     hill_score,
     register_masker,
 )
@@ -231,7 +231,7 @@ class IRMAD:
         smoothing (normalised over valid pixels) is linear, so the projection runs first, on raw bands
         shifted by one offset per band, and only the m MAD variates are smoothed (m filters per window
         instead of 2 x bands). Differs from the float64 order by float32 rounding only (relative 1e-6)."""
-        a, b, valid = _window32(a, b, valid)
+        a, b, valid = _window(a, b, valid, np.float32)
         if params.get("degenerate"):
             return np.zeros(a.shape[1:], np.float32)
         keep, nv = params["keep"], int(params["n_variates"])

@@ -36,10 +36,10 @@ from geodelta.perception.change.registry import (  # noqa: E402
 # ---------------------------------------------------------------- shared helpers
 
 
-def _check_pair(a: np.ndarray, b: np.ndarray, ndim: int) -> tuple[np.ndarray, np.ndarray]:
-    """float64 copies of a, b after checking they are (B, ...) arrays of the same shape."""
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
+def _check_pair(a: np.ndarray, b: np.ndarray, ndim: int, dtype: type = np.float64) -> tuple[np.ndarray, np.ndarray]:
+    """a, b as `dtype` (copies unless already of it) after checking they are (B, ...) arrays of the same shape."""
+    a = np.asarray(a, dtype=dtype)
+    b = np.asarray(b, dtype=dtype)
     if a.ndim != ndim or a.shape != b.shape:
         raise InputError(
             f"the two dates must be arrays of the same shape with {ndim} axes (bands first); got {a.shape} and {b.shape}"
@@ -49,23 +49,10 @@ def _check_pair(a: np.ndarray, b: np.ndarray, ndim: int) -> tuple[np.ndarray, np
     return a, b
 
 
-def _window(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """float64 a, b (B, h, w) and valid (h, w) restricted to pixels finite in every band of both dates."""
-    a, b = _check_pair(a, b, 3)
-    valid = np.asarray(valid, bool)
-    if valid.shape != a.shape[1:]:
-        raise InputError(f"the valid mask {valid.shape} must match the window {a.shape[1:]}")
-    return a, b, valid & np.isfinite(a).all(0) & np.isfinite(b).all(0)
-
-
-def _window32(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`_window` without the float64 copies: float32 a, b (B, h, w) as given when already float32."""
-    a = np.asarray(a, dtype=np.float32)
-    b = np.asarray(b, dtype=np.float32)
-    if a.ndim != 3 or a.shape != b.shape:
-        raise InputError(f"the two dates must be arrays of the same shape with 3 axes (bands first); got {a.shape} and {b.shape}")
-    if a.shape[0] < 1:
-        raise InputError("the images have no bands")
+def _window(a: np.ndarray, b: np.ndarray, valid: np.ndarray, dtype: type = np.float64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """a, b (B, h, w) as `dtype` (float32: no copies of the reader's float32 windows) and valid (h, w) restricted
+    to pixels finite in every band of both dates."""
+    a, b = _check_pair(a, b, 3, dtype)
     valid = np.asarray(valid, bool)
     if valid.shape != a.shape[1:]:
         raise InputError(f"the valid mask {valid.shape} must match the window {a.shape[1:]}")
@@ -195,7 +182,7 @@ class CVA:
             y = np.where(valid, _standardise(b, params["centre_b"], params["scale_b"], keep), 0.0)
             x, y = _smooth(x, valid, sigma), _smooth(y, valid, sigma)
             return hill_score(np.sqrt(((y - x) ** 2).sum(0)), params["threshold"], valid)
-        a, b, valid = _window32(a, b, valid)
+        a, b, valid = _window(a, b, valid, np.float32)
         if params.get("degenerate"):
             return np.zeros(a.shape[1:], np.float32)
         return hill_score(_cva_magnitude(a, b, valid, params), params["threshold"], valid)
