@@ -11,7 +11,6 @@ import threading
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,29 +99,16 @@ def _detect_stage(pair: AlignedPair, out_dir: Path, options: DetectOptions, prog
     # An engine that polygonises on its workers (dask) fills a collector; the regions are then only stitched here.
     collector = PieceCollector(grid.width, grid.height) if "collector" in inspect.signature(run_change).parameters else None
 
-    def read_thumbnails() -> None:
-        """The thumbnails render will draw (decimated reads), kept on the pair."""
-        pair.rgb("before", THUMB_SIZE)
-        pair.rgb("after", THUMB_SIZE)
-
-    # With an engine of worker processes this process only waits while they score, so the thumbnails are read
-    # then; stitching their pieces is quicker than the COGs plus the thumbnails, which made detect wait ~0.5 s at
-    # its end on the 4000 px NAIP mosaic. The local engine's own polygonising hides them (below).
-    early = ThreadPoolExecutor(1, thread_name_prefix="geodelta-thumbs") if thumbnails and collector is not None else None
-    held = ExitStack()  # the warning filters, held while that thread reads (rasters.reader_warnings_held says why)
-    if early is not None:
-        held.enter_context(reader_warnings_held())
-    thumbs = None  # submitted once the workers score (after the fit, which they would slow down)
-
     def side_work() -> float:
-        """COGs (GDAL compresses without the GIL), then the thumbnails if not read already."""
+        """COGs (GDAL compresses without the GIL), then the thumbnails render will draw (decimated reads)."""
         t = time.perf_counter()
         # change_prob as scaled uint8; one compression thread, so polygonising keeps a CPU to itself (measured on
         # the 4000 px mosaic: the COGs took as long on one thread, and detect was 0.7 s faster in 3 of 3 pairs)
         cog.finalise_change_rasters(*work, to=(change_tif, prob_tif), threads="1")
         cog_s = time.perf_counter() - t
-        if thumbnails and thumbs is None:
-            read_thumbnails()
+        if thumbnails:
+            pair.rgb("before", THUMB_SIZE)
+            pair.rgb("after", THUMB_SIZE)
         return cog_s
 
     closing: list[threading.Thread] = []  # a LocalCluster closing while this thread polygonises
@@ -138,7 +124,6 @@ def _detect_stage(pair: AlignedPair, out_dir: Path, options: DetectOptions, prog
             t0 = time.perf_counter()
             # an engine with its own processes bounds their caches too (dask: on the workers, per task)
             cache = {"cache_mb": options.gdal_cache_mb} if "cache_mb" in inspect.signature(run_change).parameters else {}
-            thumbs = early.submit(read_thumbnails) if early is not None else None
             changed, valid_total = run_change(pair, masker, params, work, options.tile, progress, **cache,
                                               min_pixels=min(min_px, MAX_TILE_MIN_PIXELS),
                                               **opts, **({"collector": collector} if collector is not None else {}))
@@ -160,13 +145,8 @@ def _detect_stage(pair: AlignedPair, out_dir: Path, options: DetectOptions, prog
                 regions = describe.regions_from_rasters(*work, grid, min_area_m2=m2, min_area_px=px)
             timings["polygonise_s"] = time.perf_counter() - t0
             timings["cog_s"] = side.result()  # its own time, on the helper thread
-            if thumbs is not None:
-                thumbs.result()
         heap.trim()
     finally:
-        if early is not None:
-            early.shutdown(wait=True)
-        held.close()
         for thread in closing:
             thread.join()
         engines.remove_work(work)
