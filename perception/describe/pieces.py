@@ -23,6 +23,7 @@ import numpy as np
 import rasterio
 import shapely
 from affine import Affine
+from rasterio.enums import MaskFlags
 from rasterio.features import shapes
 from rasterio.windows import Window
 from scipy import ndimage
@@ -183,6 +184,9 @@ def pieces_from_rasters(change_tif: Path, prob_tif: Path | None, tile: int = 204
         raise InputError(f"tile must be a positive number of pixels, got {tile}")
     with rasterio.open(change_tif) as ch, (rasterio.open(prob_tif) if prob_tif is not None else nullcontext()) as pr:
         collector = PieceCollector(ch.width, ch.height)
+        # The engines' change_prob has no nodata (0 there) and an all-valid mask: its uint8 values go to
+        # window_pieces as they are, as on a Dask worker; a file with nodata is read masked (NaN there)
+        plain = pr is not None and pr.nodata is None and pr.mask_flag_enums[0] == [MaskFlags.all_valid]
         for r0 in range(0, ch.height, tile):
             for c0 in range(0, ch.width, tile):
                 win = Window(c0, r0, min(tile, ch.width - c0), min(tile, ch.height - r0))
@@ -190,7 +194,9 @@ def pieces_from_rasters(change_tif: Path, prob_tif: Path | None, tile: int = 204
                 if not (out == CHANGE).any():
                     continue
                 prob = None
-                if pr is not None:
+                if plain and pr is not None:
+                    prob = pr.read(1, window=win)
+                elif pr is not None:
                     vals = pr.read(1, window=win, masked=True)
                     prob = np.where(np.ma.getmaskarray(vals), np.nan, np.asarray(vals.data, dtype=np.float64))
                 collector(win, out, prob)
