@@ -73,13 +73,13 @@ def _counts(out: np.ndarray) -> tuple[int, int]:
 _WORK_COMPRESSION = {"compress": "zstd", "zstd_level": 1}
 
 
-def _open_out(path: Path, grid: Grid, dtype: str, nodata: float | None, *, prob: bool = False, **extra: Any):
+def _open_out(path: Path, grid: Grid, dtype: str, nodata: float | None, *, prob: bool = False):
     """Open an engine output on `grid` for windowed writes (tiled, ZSTD level 1); `prob`: the score raster,
     whose band scale (cog.PROB_SCALE, offset 0) says what its uint8 values mean."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        ds = rasterio.open(path, "w", **grid.to_profile(count=1, dtype=dtype, nodata=nodata, **_WORK_COMPRESSION, **extra))
+        ds = rasterio.open(path, "w", **grid.to_profile(count=1, dtype=dtype, nodata=nodata, **_WORK_COMPRESSION))
     if prob:
         ds.scales, ds.offsets = (cog.PROB_SCALE,), (0.0,)
     return ds
