@@ -18,11 +18,13 @@ Domains with band roles the files do not carry (OMBRIA) are opened with them dec
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -60,16 +62,31 @@ def pairs_for(data: Path, domains: list[str], max_pairs: int = 0) -> list:
     return out
 
 
+def masker_options(given: str) -> dict[str, Any]:
+    """`KEY=VALUE;KEY=VALUE` -> masker keyword options, values read as JSON where they parse (1 -> 1, x -> "x")."""
+    opts: dict[str, Any] = {}
+    for item in filter(None, given.split(";")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"masker option {item!r} is not KEY=VALUE")
+        try:
+            opts[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            opts[key.strip()] = value
+    return opts
+
+
 def method_options(spec: str) -> tuple[str, dict]:
     """(masker name, DetectOptions fields) of a --methods entry: `learned@MODEL` is the learned masker with another
     ONNX file, MODEL a path or a name in geodelta/data/weights (e.g. learned@effnet_siamese_v1);
     `learned@MODEL:TYPE` scores one change-type head of it (e.g. learned@effnet_siamese_v1:building);
     `auto@buildings` is auto for a question about buildings (ChangeQuery.focus), which routes aerial RGB to the
-    building-change model."""
+    building-change model; `NAME:KEY=VALUE;...` passes options to masker NAME (e.g. cva:smooth=1)."""
     if spec == "auto@buildings":
         return "auto", {"focus": "buildings"}
     if not spec.startswith("learned@"):
-        return spec, {}
+        name, _, given = spec.partition(":")
+        return name, ({"masker_opts": masker_options(given)} if given else {})
     from geodelta.perception.learned import siamese as learned
 
     model, _, kind = spec.split("@", 1)[1].partition(":")

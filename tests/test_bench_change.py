@@ -30,6 +30,17 @@ def test_bench_change_held_out_table(data_dir: Path, capsys: pytest.CaptureFixtu
     # seven published models, scored on all crops and on the two held-out crops; all are strong on LEVIR
     assert len(summary["published"]) == 7 and summary["published"].keys() == summary["published_held_out"].keys()
     assert all(0.8 < f1 <= 1.0 for f1 in summary["published_held_out"].values())
+    # `NAME:KEY=VALUE` reaches the masker: CVA on smoothed bands marks other pixels
+    smoothed = _bench().main(["--methods", "cva:smooth=1", "--domains", "levir"])["f1"]["cva:smooth=1"]["levir"]
+    assert 0.0 < smoothed < 1.0 and abs(smoothed - all_f1) > 1e-6
+
+
+def test_bench_change_masker_options() -> None:
+    bench = _bench()
+    assert bench.method_options("cva:smooth=1.5;name=x") == ("cva", {"masker_opts": {"smooth": 1.5, "name": "x"}})
+    assert bench.method_options("irmad") == ("irmad", {})
+    with pytest.raises(SystemExit, match="not KEY=VALUE"):
+        bench.method_options("cva:smooth")
 
 
 def test_bench_refine_through_the_console_script(data_dir: Path) -> None:
