@@ -134,6 +134,28 @@ def test_local_threads_write_the_same_bytes_as_one_thread(data_dir: Path, tmp_pa
         engines.run_local(pair, masker, params, (tmp_path / "x.tif", tmp_path / "y.tif"), 256, threads=0)
 
 
+def test_local_engine_in_strips_writes_what_whole_rows_write(data_dir: Path, tmp_path: Path) -> None:
+    """Windows in 512 px strips (2 windows of 256 px across) and in whole rows of the NAIP scene: the same rasters."""
+    from geodelta.perception.io.tiling import in_strips, iter_windows
+
+    naip = data_dir / "naip"
+    pair = open_pair(naip / "m_4709963_se_14_1_20090818.tif", naip / "m_4709963_se_14_1_20200831.tif")
+    assert pair.grid.width > 512  # two strips
+    masker = change.get_masker("cva")
+    params = masker.fit(*pair.sample())
+    rows = engines.run_local(pair, masker, params, (tmp_path / "cr.tif", tmp_path / "pr.tif"), 256, min_pixels=16,
+                             strip_px=10**9)
+    strips = engines.run_local(pair, masker, params, (tmp_path / "cs.tif", tmp_path / "ps.tif"), 256, min_pixels=16,
+                               strip_px=512)
+    assert rows == strips and rows[0] > 0
+    for a, b in (("cr.tif", "cs.tif"), ("pr.tif", "ps.tif")):
+        assert np.array_equal(_read(tmp_path / a)[0], _read(tmp_path / b)[0])
+    order = [(int(core.col_off), int(core.row_off)) for _, core, _ in in_strips(list(iter_windows(pair.grid, 256)), 512)]
+    assert sorted(order) == sorted((int(c.col_off), int(c.row_off)) for _, c, _ in iter_windows(pair.grid, 256))
+    assert order[:3] == [(0, 0), (256, 0), (0, 256)]  # the first strip, top to bottom, before the second
+    assert all(c < 512 for c, _ in order[: 2 * -(-pair.grid.height // 256)])
+
+
 def _sessions_loaded() -> int:
     from geodelta.perception.learned import onnx_infer
 

@@ -37,7 +37,7 @@ from geodelta.perception.io import tile_mosaic
 from geodelta.perception.io.grid import Grid
 from geodelta.perception.io.rasters import block_cache, reader_warnings_held
 from geodelta.perception.io.reader import AlignedPair
-from geodelta.perception.io.tiling import iter_windows
+from geodelta.perception.io.tiling import in_strips, iter_windows
 from geodelta.perception.render import cog
 
 OutPaths = tuple[Path, Path]  # (change.tif, change_prob.tif)
@@ -108,17 +108,26 @@ def local_threads(threads: int | None = None) -> int:
     return int(threads)
 
 
+# The local engine runs its windows in vertical strips this wide, each top to bottom. A window's halo reaches into
+# the file blocks of the window row above, which GDAL's block cache (DetectOptions.gdal_cache_mb, 256 MiB) keeps
+# only while the blocks of one row of windows fit in it. Whole rows of the 20000 px NAIP mosaic (4 bands x 2 files,
+# 512 px blocks: ~40 block columns x 4 block rows x 2 MiB) did not, and each block was decoded about twice:
+# in strips the change stage took 18.8 s instead of 25.5 (same outputs). Scenes narrower than a strip run as before.
+STRIP_PX = 6144
+
+
 def run_local(pair: AlignedPair, masker: change.ChangeMasker, params: dict, out_paths: OutPaths, tile: int = 1024,
-              progress: Progress | None = None, *, min_pixels: int = 0, threads: int | None = None) -> tuple[int, int]:
+              progress: Progress | None = None, *, min_pixels: int = 0, threads: int | None = None,
+              strip_px: int = STRIP_PX) -> tuple[int, int]:
     """Windows on a pool of `threads` threads in this process (default: every CPU it may use); returns
     (changed_px, valid_px).
 
     Threads, not processes: rasterio/GDAL reads, numpy and scipy.ndimage release the GIL, so windows
     score in parallel while sharing the fitted masker, and each thread keeps its own GDAL handles
-    (the pair's ReaderCache is thread-local). Results are written by this thread in window order, at
+    (the pair's ReaderCache is thread-local). Results are written by this thread in the order they run (strips, STRIP_PX), at
     most 2 x threads windows ahead of the writer, so peak memory follows `tile` x threads."""
     grid = pair.grid
-    windows = list(iter_windows(grid, tile, halo=change.HALO))
+    windows = in_strips(list(iter_windows(grid, tile, halo=change.HALO)), max(strip_px, tile))
     cpus = local_threads(threads)
     n_threads = min(cpus, max(1, len(windows)))
     if not getattr(masker, "thread_safe", False):  # e.g. the learned model on torch: torch threads inside one call

@@ -32,6 +32,14 @@ def iter_windows(grid: Grid, tile: int, halo: int = 0) -> Iterator[tuple[Window,
             yield read, core, (slice(row0 - r0, row1 - r0), slice(col0 - c0, col1 - c0))
 
 
+def in_strips(windows: list[tuple[Window, Window, tuple[slice, slice]]], strip: int) -> list[tuple[Window, Window, tuple[slice, slice]]]:
+    """`iter_windows`' windows in vertical strips `strip` px wide (by the core's column), left to right, each strip
+    top to bottom: a reader then needs a strip's width of file blocks cached, not the scene's (engines.STRIP_PX)."""
+    if strip < 1:
+        raise ValueError(f"strip must be >= 1 pixel, got {strip}")
+    return sorted(windows, key=lambda w: (int(w[1].col_off) // strip, int(w[1].row_off), int(w[1].col_off)))
+
+
 def count_windows(grid: Grid, tile: int) -> int:
     """How many windows `iter_windows(grid, tile)` yields (for progress bars)."""
     return -(-grid.height // tile) * -(-grid.width // tile)
