@@ -7,12 +7,15 @@ with a real projected transform (the 2009 origin, 5 m pixels). Then, each in a n
 
 - the floor: one thread reads both dates window by window, applies a linear map (a fixed 4 x 4 matrix)
   and a chi-square, and writes a uint8 mask and a float32 score (tiled DEFLATE): the least any change
-  stage must do (../shared/checks/floor_pass.py, the same steps);
+  stage must do (../shared/checks/floor_pass.py, the same steps). One thread also for numpy's matmul
+  (OPENBLAS_NUM_THREADS=1): left to itself OpenBLAS spreads the 4 x 4 map over every CPU and the floor
+  takes longer (4000 px: 2.03 s loop with its threads, 1.68 s with one);
 - `geodelta detect` per engine (local: the thread pool; dask N: a LocalCluster of N worker processes),
   every stage and every output, exactly as a user runs it.
 
 Printed per run: wall time, the ratio to the floor, megapixels per second (whole detect and change
-stage), each stage's time (from summary.json), every output's size and bytes per input pixel, and the
+stage), the change stage against the floor's own loop (both without process start and imports: the
+change stage is fit + score (+ starting the Dask cluster) from summary.json, the floor times its loop), each stage's time (from summary.json), every output's size and bytes per input pixel, and the
 peak RSS of the process tree (driver + Dask scheduler and workers), sampled every 0.2 s with psutil.
 For Dask engines also the scheduler overhead per tile: a round trip of a no-op task on the same kind of
 cluster, and the change stage's extra time over the local engine's, per tile.
@@ -45,6 +48,8 @@ from geodelta.settings import Settings
 
 NAIP = ("m_4709963_se_14_1_20090818.tif", "m_4709963_se_14_1_20200831.tif")
 STRIP = 512  # rows written per step while building the mosaic (one block row)
+# The floor is one thread, numpy's matmul included (see the module docstring)
+ONE_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def _mirror_index(n: int, period: int) -> np.ndarray:
@@ -133,8 +138,10 @@ def run_process(cmd: list[str], env: dict[str, str]) -> tuple[float, int, int, f
     return wall, rss.peak, rss.peak_root, usage.ru_utime + usage.ru_stime
 
 
-def floor_pass(before: Path, after: Path, out: Path, tile: int = 1024) -> None:
-    """The lean floor (see the module docstring): one thread, read -> linear map + chi-square -> write."""
+def floor_pass(before: Path, after: Path, out: Path, tile: int = 1024) -> float:
+    """The lean floor (see the module docstring): one thread, read -> linear map + chi-square -> write; returns
+    the seconds from opening the inputs to closing the outputs."""
+    t0 = time.perf_counter()
     with rasterio.open(before) as src_a, rasterio.open(after) as src_b:
         prof = src_a.profile.copy()
         prof.update(count=1, dtype="uint8", compress="deflate", tiled=True, blockxsize=512, blockysize=512, nodata=255)
@@ -150,6 +157,7 @@ def floor_pass(before: Path, after: Path, out: Path, tile: int = 1024) -> None:
                     prob = (chi / (chi + chi.mean())).astype(np.float32).reshape(int(win.height), int(win.width))
                     dst_c.write((prob > 0.5).astype(np.uint8), 1, window=win)
                     dst_p.write(prob, 1, window=win)
+    return time.perf_counter() - t0
 
 
 def scheduler_round_trip(workers: int, n: int = 200) -> float:
@@ -190,8 +198,9 @@ def main(argv: list[str] | None = None) -> None:
                          "(which then bounds its own block cache: DetectOptions.gdal_cache_mb)")
     ap.add_argument("--floor", metavar="BEFORE AFTER OUT", nargs=3, type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if args.floor:  # the floor, in its own process (so its RSS and imports are its own)
-        floor_pass(*args.floor, tile=args.tile)
+    if args.floor:  # the floor, in its own process (so its RSS and imports are its own); its loop time beside OUT
+        loop_s = floor_pass(*args.floor, tile=args.tile)
+        (args.floor[2].parent / "floor_loop.json").write_text(json.dumps({"loop_s": loop_s}))
         return
     env = {k: v for k, v in os.environ.items() if k != "GDAL_CACHEMAX"}  # what a user's shell has, by default
     if args.gdal_cache_mb is not None:
@@ -218,10 +227,11 @@ def main(argv: list[str] | None = None) -> None:
         shutil.rmtree(floor_dir, ignore_errors=True)
         floor_dir.mkdir()
         f_wall, f_rss, _, f_cpu = run_process([sys.executable, __file__, "--floor", str(before), str(after), str(floor_dir),
-                                           "--tile", str(args.tile)], env)
+                                           "--tile", str(args.tile)], env | ONE_THREAD)
+        f_loop = json.loads((work / "floor_loop.json").read_text())["loop_s"]
         f_bytes = sum(_outputs(floor_dir).values())
         print(f"floor (1 thread, read -> linear map -> write uint8 + float32): {f_wall:.1f} s ({f_cpu:.1f} CPU s), {mp / f_wall:.2f} MP/s, "
-              f"{f_bytes / mp / 1e6:.2f} B/px, peak RSS {_mib(f_rss)} MiB", flush=True)
+              f"{f_bytes / mp / 1e6:.2f} B/px, peak RSS {_mib(f_rss)} MiB; its loop alone {f_loop:.1f} s, {mp / f_loop:.2f} MP/s", flush=True)
 
         rows, stages, files = [], {}, {}
         for name in [e.strip() for e in args.engines.split(",") if e.strip()]:
@@ -236,17 +246,19 @@ def main(argv: list[str] | None = None) -> None:
             files[name] = _outputs(out)
             total = sum(files[name].values())
             stages[name] = t
+            change_s = sum(t.get(k, 0.0) for k in ("fit", "engine_start", "score"))
             rows.append({"engine": name, "wall": wall, "ratio": wall / f_wall, "mp_s": mp / wall,
-                         "change_mp_s": mp / t["score"] if t.get("score") else float("nan"), "bpp": total / (mp * 1e6),
+                         "change_mp_s": mp / change_s if change_s else float("nan"), "bpp": total / (mp * 1e6),
                          "out_mib": total / 2**20, "rss": rss, "rss_root": rss_root, "cpu": cpu,
                          "changed": summary.get("change", {}).get("changed_px"), "regions": summary.get("n_regions", len(summary.get("regions", [])))})
             print(f"  {name}: {wall:.1f} s ({cpu:.1f} CPU s)", flush=True)
 
-        print("\n| engine | detect wall (s) | x floor | CPU s (driver) | MP/s | change MP/s | output MiB | B/px | peak RSS MiB (tree / driver) | changed px |")
-        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-        print(f"| floor | {f_wall:.1f} | 1.0 | {f_cpu:.1f} | {mp / f_wall:.2f} | {mp / f_wall:.2f} | {_mib(f_bytes)} | {f_bytes / mp / 1e6:.2f} | {_mib(f_rss)} | - |")
+        print("\n| engine | detect wall (s) | x floor | CPU s (driver) | MP/s | change MP/s | change / floor loop | output MiB | B/px | peak RSS MiB (tree / driver) | changed px |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        print(f"| floor | {f_wall:.1f} | 1.0 | {f_cpu:.1f} | {mp / f_wall:.2f} | {mp / f_loop:.2f} | 1.00 | {_mib(f_bytes)} | {f_bytes / mp / 1e6:.2f} | {_mib(f_rss)} | - |")
         for r in rows:
-            print(f"| {r['engine']} | {r['wall']:.1f} | {r['ratio']:.1f} | {r['cpu']:.1f} | {r['mp_s']:.2f} | {r['change_mp_s']:.2f} | {r['out_mib']:,.1f} | "
+            print(f"| {r['engine']} | {r['wall']:.1f} | {r['ratio']:.1f} | {r['cpu']:.1f} | {r['mp_s']:.2f} | {r['change_mp_s']:.2f} | "
+                  f"{r['change_mp_s'] / (mp / f_loop):.2f} | {r['out_mib']:,.1f} | "
                   f"{r['bpp']:.2f} | {_mib(r['rss'])} / {_mib(r['rss_root'])} | {r['changed']:,} |")
         order = ["open", "fit", "score", "polygonise", "describe", "render", "total"]
         keys = order + sorted({k for t in stages.values() for k in t} - set(order))
