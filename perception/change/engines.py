@@ -333,15 +333,19 @@ def run_dask(pair: AlignedPair, masker: change.ChangeMasker, params: dict, out_p
     from dask.distributed import as_completed
 
     grid = pair.grid
-    windows = list(iter_windows(grid, tile, halo=change.HALO))
+    windows = in_strips(list(iter_windows(grid, tile, halo=change.HALO)), max(STRIP_PX, tile))
     folders = tile_folders(out_paths)
     remove_work(out_paths)  # tiles of an earlier run must not mix with this one's
 
     # One graph node per object so each worker unpickles the pair (and its open readers) once.
     pair_d, masker_d, params_d, folders_d = (dask.delayed(o, pure=True, traverse=False) for o in (pair, masker, params, folders))
     task = dask.delayed(dask_window, pure=True)
-    graph = [task(pair_d, masker_d, params_d, read_win, core_win, core, min_pixels, folders_d, cache_mb)
-             for read_win, core_win, core in windows]
+    graph = []
+    for i, (read_win, core_win, core) in enumerate(windows):
+        # in the local engine's order (strips): without priorities the scheduler ran them in key-hash order, so
+        # no worker's block cache ever held a neighbour's blocks
+        with dask.annotate(priority=len(windows) - i):
+            graph.append(task(pair_d, masker_d, params_d, read_win, core_win, core, min_pixels, folders_d, cache_mb))
     changed = valid_total = 0
     with dask_client(scheduler, workers, client) as cl:
         futures = cl.compute(graph)
