@@ -275,6 +275,22 @@ def test_float_nan_is_invalid(tmp_path: Path, demo_pair) -> None:
     assert not valid[10:20, 10:20].any() and valid.sum() == 400 * 400 - 100
 
 
+def test_bands_in_file_order_read_straight_and_reordered_alike(demo_pair) -> None:
+    """One file's bands in order are read straight into the result; in another order through a copy: same pixels."""
+    from rasterio.enums import Resampling
+
+    from geodelta.perception.io.rasters import ReaderCache, grid_of, read_side
+
+    path = Path(demo_pair[0])
+    with rasterio.open(path) as src:
+        grid, n, raw = grid_of(src), src.count, src.read(window=Window(30, 40, 200, 100))
+    win, cache = Window(30, 40, 200, 100), ReaderCache()
+    straight, v1 = read_side([(path, i) for i in range(1, n + 1)], grid, win, Resampling.nearest, cache)
+    reordered, v2 = read_side([(path, i) for i in range(n, 0, -1)], grid, win, Resampling.nearest, cache)
+    assert straight.dtype == np.float32 and np.array_equal(straight, raw.astype(np.float32))
+    assert np.array_equal(reordered, straight[::-1]) and np.array_equal(v1, v2) and v1.any()
+
+
 # ---------- thumbnails, sample ----------
 
 

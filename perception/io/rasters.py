@@ -172,8 +172,9 @@ class ReaderCache:
 
 
 def _read_onto(path: Path, indexes: list[int], target: Grid, window: Window, resampling: Resampling,
-               decimate: bool, cache: ReaderCache):
-    """Bands `indexes` of `path` on `target`, pixels of `window`: (float32 (n, h, w), bool valid (h, w))."""
+               decimate: bool, cache: ReaderCache, out: np.ndarray | None = None):
+    """Bands `indexes` of `path` on `target`, pixels of `window`: (float32 (n, h, w), bool valid (h, w)).
+    `out`: a float32 (n, h, w) array to read into where the file is on the target grid (no copy)."""
     h, w = int(window.height), int(window.width)
     src = cache.dataset(path)
     native = grid_of(src)
@@ -185,7 +186,8 @@ def _read_onto(path: Path, indexes: list[int], target: Grid, window: Window, res
         inside = col > -_EPS and row > -_EPS and col + cw < native.width + _EPS and row + rh < native.height + _EPS
         if inside and abs(m.a - 1) < 1e-9 and abs(m.e - 1) < 1e-9 and _whole(col) and _whole(row):
             win = Window(round(col), round(row), w, h)
-            return src.read(indexes, window=win, out_dtype="float32"), src.dataset_mask(window=win) > 0
+            arr = src.read(indexes, window=win, out=out) if out is not None else src.read(indexes, window=win, out_dtype="float32")
+            return arr, src.dataset_mask(window=win) > 0
         # thumbnails only: a decimated read (GDAL picks overviews); tiles always take the warp, so a
         # window read equals the same pixels of a full read
         if inside and (native.crs is None or decimate):
@@ -229,25 +231,34 @@ def read_side(bands: list[BandRef], target: Grid, window: Window, resampling: Re
     """Read band refs (possibly from several files) onto `target`: float32 (B, h, w), valid bool (h, w).
 
     Valid means every file has data there and no band is NaN/inf. `decimate` allows a decimated read when the
-    target is a coarser version of a file's grid (thumbnails)."""
+    target is a coarser version of a file's grid (thumbnails). One file with every band in order (the usual
+    GeoTIFF) is read straight into the result, and integer bands skip the NaN test: on a 1088 px window of
+    4 uint8 bands the copy and the test were 4 ms of a ~25 ms read (both dates)."""
     h, w = int(window.height), int(window.width)
     out = np.empty((len(bands), h, w), np.float32)
     valid = np.ones((h, w), bool)
     groups: dict[Path, list[tuple[int, int]]] = {}
     for pos, (path, idx) in enumerate(bands):
         groups.setdefault(path, []).append((pos, idx))
+    whole = len(groups) == 1 and [pos for pos, _ in next(iter(groups.values()))] == list(range(len(bands)))
+    integer = True
     for path, items in groups.items():
         try:
             with warnings.catch_warnings():
                 # nodata and an alpha band together: GDAL's mask follows nodata, which is what we want
                 warnings.simplefilter("ignore", NodataShadowWarning)
-                arr, v = _read_onto(path, [idx for _, idx in items], target, window, resampling, decimate, cache)
+                arr, v = _read_onto(path, [idx for _, idx in items], target, window, resampling, decimate, cache,
+                                    out if whole else None)
+            dtypes = cache.dataset(path).dtypes
         except _GDAL_ERRORS as e:
             raise InputError(f"reading {path} failed ({e}): the file is probably truncated or corrupt; "
                              "re-download or re-export it") from e
-        out[[pos for pos, _ in items]] = arr
+        if arr is not out:
+            out[[pos for pos, _ in items]] = arr
         valid &= v
-    valid &= np.isfinite(out).all(axis=0)
+        integer = integer and all(np.issubdtype(np.dtype(dtypes[idx - 1]), np.integer) for _, idx in items)
+    if not integer:  # integer bands, even resampled or warped (GDAL keeps their type), are never NaN
+        valid &= np.isfinite(out).all(axis=0)
     return out, valid
 
 
