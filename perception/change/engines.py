@@ -37,7 +37,7 @@ from geodelta.perception.io import tile_mosaic
 from geodelta.perception.io.grid import Grid
 from geodelta.perception.io.rasters import block_cache, reader_warnings_held
 from geodelta.perception.io.reader import AlignedPair
-from geodelta.perception.io.tiling import in_strips, iter_windows
+from geodelta.perception.io.tiling import in_strips, iter_windows, usable_cpus
 from geodelta.perception.render import cog
 
 OutPaths = tuple[Path, Path]  # (change.tif, change_prob.tif)
@@ -102,7 +102,7 @@ def local_threads(threads: int | None = None) -> int:
     """Worker threads of the local engine: `threads`, else GEODELTA_THREADS, else the CPUs this process may use."""
     if threads is None:
         env = os.environ.get("GEODELTA_THREADS")
-        threads = int(env) if env else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        threads = int(env) if env else usable_cpus()
     if int(threads) < 1:
         raise InputError(f"threads must be >= 1, got {threads}")
     return int(threads)

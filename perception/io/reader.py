@@ -10,7 +10,6 @@ math. Everything reads by window, so memory follows the window, not the scene.
 from __future__ import annotations
 
 import math
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -48,7 +47,7 @@ from geodelta.perception.io.rasters import (
     reader_warnings_held,
 )
 from geodelta.perception.io.read_once import ReadOnceCache
-from geodelta.perception.io.tiling import iter_windows
+from geodelta.perception.io.tiling import iter_windows, usable_cpus
 
 __all__ = ["ROLES", "AlignedPair", "ImageSource", "open_image", "open_pair"]
 
@@ -56,11 +55,6 @@ Kind = Literal["geotiff", "image", "envi", "s2folder", "stac"]
 _KINDS: dict[str, Kind] = {"GTiff": "geotiff", "COG": "geotiff", "PNG": "image", "JPEG": "image", "BMP": "image", "ENVI": "envi"}
 _ENVI_DATA_SUFFIXES = ("", ".img", ".dat", ".bsq", ".bil", ".bip", ".raw", ".envi")
 _SAMPLE_TILE = 128  # px, edge of the strided windows `sample` reads
-
-
-def _cpus() -> int:
-    """CPUs this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 @dataclass
@@ -250,7 +244,7 @@ class AlignedPair:
         # Each 128 px window decodes whole blocks of both files (0.22 s for the ~25 windows of a tiled NAIP
         # mosaic, a fifth of its change stage), so they are read on every CPU (GDAL decodes without the GIL);
         # map keeps their order, so the sample is the same.
-        with reader_warnings_held(), ThreadPoolExecutor(min(len(cores), _cpus()), thread_name_prefix="geodelta-sample") as pool:
+        with reader_warnings_held(), ThreadPoolExecutor(min(len(cores), usable_cpus()), thread_name_prefix="geodelta-sample") as pool:
             parts = [(a[:, valid], b[:, valid]) for a, b, valid in pool.map(self.read, cores)]
         parts_a, parts_b = [p[0] for p in parts], [p[1] for p in parts]
         a, b = np.concatenate(parts_a, axis=1), np.concatenate(parts_b, axis=1)

@@ -7,6 +7,7 @@ seams and no context past the scene edge.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 from rasterio.windows import Window
@@ -30,6 +31,11 @@ def iter_windows(grid: Grid, tile: int, halo: int = 0) -> Iterator[tuple[Window,
             read = Window(c0, r0, c1 - c0, r1 - r0)
             core = Window(col0, row0, col1 - col0, row1 - row0)
             yield read, core, (slice(row0 - r0, row1 - r0), slice(col0 - c0, col1 - c0))
+
+
+def usable_cpus() -> int:
+    """CPUs this process may use (its affinity mask, else every CPU): how many windows to read at once."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def in_strips(windows: list[tuple[Window, Window, tuple[slice, slice]]], strip: int) -> list[tuple[Window, Window, tuple[slice, slice]]]:
