@@ -43,13 +43,12 @@ import psutil
 import rasterio
 from affine import Affine
 
+from geodelta.perception.change.local_cluster import WORKER_THREAD_ENV
 from geodelta.perception.io.reader import open_pair
 from geodelta.settings import Settings
 
 NAIP = ("m_4709963_se_14_1_20090818.tif", "m_4709963_se_14_1_20200831.tif")
 STRIP = 512  # rows written per step while building the mosaic (one block row)
-# The floor is one thread, numpy's matmul included (see the module docstring)
-ONE_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def _mirror_index(n: int, period: int) -> np.ndarray:
@@ -227,7 +226,7 @@ def main(argv: list[str] | None = None) -> None:
         shutil.rmtree(floor_dir, ignore_errors=True)
         floor_dir.mkdir()
         f_wall, f_rss, _, f_cpu = run_process([sys.executable, __file__, "--floor", str(before), str(after), str(floor_dir),
-                                           "--tile", str(args.tile)], env | ONE_THREAD)
+                                           "--tile", str(args.tile)], env | WORKER_THREAD_ENV)  # one thread, BLAS included
         f_loop = json.loads((work / "floor_loop.json").read_text())["loop_s"]
         f_bytes = sum(_outputs(floor_dir).values())
         print(f"floor (1 thread, read -> linear map -> write uint8 + float32): {f_wall:.1f} s ({f_cpu:.1f} CPU s), {mp / f_wall:.2f} MP/s, "
